@@ -1,0 +1,254 @@
+"""Raw Kubernetes JSON (dicts) to the slim view: the one place that knows the API's shape.
+
+Used by snapshot files (`healer plan --snapshot`) and by the watchers' hot path, so it reads
+only the fields rules need and builds no generated client models. Every function tolerates
+missing fields; a value of the wrong type raises `DecodeError` naming the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from healer.model import names
+from healer.model.view import (
+    Condition,
+    ConditionStatus,
+    Node,
+    Owner,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    PodDisruptionBudget,
+    Taint,
+    Volume,
+    VolumeKind,
+)
+
+Raw = Mapping[str, Any]
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class DecodeError(ValueError):
+    """An object in the input is not shaped like the Kubernetes object it claims to be."""
+
+
+def parse_time(value: object) -> datetime | None:
+    """RFC 3339 (as the API server writes it) to an aware datetime; None for absent."""
+    if not value:
+        return None
+    if not isinstance(value, str):
+        raise DecodeError(f"not a timestamp: {value!r}")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as e:
+        raise DecodeError(f"not a timestamp: {value!r}") from e
+
+
+def _strmap(value: object) -> Mapping[str, str]:
+    if not value:
+        return _EMPTY
+    if not isinstance(value, dict):
+        raise DecodeError(f"expected a map, got {type(value).__name__}")
+    return value
+
+
+def _int_quantity(value: object) -> int:
+    """Extended resources such as nvidia.com/gpu are whole numbers, given as strings."""
+    if value is None:
+        return 0
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+def node(raw: Raw) -> Node:
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    try:
+        return Node(
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+            labels=_strmap(meta.get("labels")),
+            annotations=_strmap(meta.get("annotations")),
+            unschedulable=bool(spec.get("unschedulable", False)),
+            taints=tuple(
+                Taint(
+                    key=t["key"],
+                    effect=t.get("effect", ""),
+                    value=t.get("value", ""),
+                    time_added=parse_time(t.get("timeAdded")),
+                )
+                for t in spec.get("taints") or ()
+            ),
+            conditions=tuple(
+                Condition(
+                    type=c["type"],
+                    status=ConditionStatus(c.get("status", "Unknown")),
+                    reason=c.get("reason", ""),
+                    message=c.get("message", ""),
+                    last_transition=parse_time(c.get("lastTransitionTime")),
+                    last_heartbeat=parse_time(c.get("lastHeartbeatTime")),
+                )
+                for c in status.get("conditions") or ()
+            ),
+            gpu_capacity=_int_quantity((status.get("capacity") or {}).get(names.GPU_RESOURCE)),
+            gpu_allocatable=_int_quantity((status.get("allocatable") or {}).get(names.GPU_RESOURCE)),
+            created=parse_time(meta.get("creationTimestamp")),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise DecodeError(f"Node {meta.get('name', '?')}: {e}") from e
+
+
+def _controller(meta: Raw) -> Owner | None:
+    refs = meta.get("ownerReferences") or ()
+    for ref in refs:
+        if ref.get("controller"):
+            return Owner(kind=ref["kind"], name=ref["name"], uid=ref.get("uid", ""))
+    if refs:
+        ref = refs[0]
+        return Owner(kind=ref["kind"], name=ref["name"], uid=ref.get("uid", ""))
+    return None
+
+
+def _volume(raw: Raw) -> Volume:
+    name = raw.get("name", "")
+    if "persistentVolumeClaim" in raw:
+        return Volume(name=name, kind=VolumeKind.PVC, claim=raw["persistentVolumeClaim"]["claimName"])
+    if "hostPath" in raw:
+        return Volume(name=name, kind=VolumeKind.HOST_PATH)
+    if "emptyDir" in raw:
+        return Volume(name=name, kind=VolumeKind.EMPTY_DIR)
+    return Volume(name=name, kind=VolumeKind.OTHER)
+
+
+def _gpus(spec: Raw) -> int:
+    total = 0
+    for c in spec.get("containers") or ():
+        res = c.get("resources") or {}
+        total += max(
+            _int_quantity((res.get("limits") or {}).get(names.GPU_RESOURCE)),
+            _int_quantity((res.get("requests") or {}).get(names.GPU_RESOURCE)),
+        )
+    return total
+
+
+def _finished(status: Raw) -> datetime | None:
+    latest: datetime | None = None
+    for cs in status.get("containerStatuses") or ():
+        term = (cs.get("state") or {}).get("terminated") or {}
+        at = parse_time(term.get("finishedAt"))
+        if at and (latest is None or at > latest):
+            latest = at
+    return latest
+
+
+def _ready(status: Raw) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
+
+
+def pod(raw: Raw) -> Pod:
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    try:
+        return Pod(
+            namespace=meta.get("namespace", "default"),
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+            node_name=spec.get("nodeName", ""),
+            phase=status.get("phase", "Pending"),
+            reason=status.get("reason", ""),
+            message=status.get("message", ""),
+            labels=_strmap(meta.get("labels")),
+            annotations=_strmap(meta.get("annotations")),
+            owner=_controller(meta),
+            volumes=tuple(_volume(v) for v in spec.get("volumes") or ()),
+            gpu_request=_gpus(spec),
+            deletion_timestamp=parse_time(meta.get("deletionTimestamp")),
+            deletion_grace_seconds=meta.get("deletionGracePeriodSeconds"),
+            created=parse_time(meta.get("creationTimestamp")),
+            started=parse_time(status.get("startTime")),
+            finished=_finished(status),
+            ready=_ready(status),
+            priority_class=spec.get("priorityClassName", ""),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise DecodeError(f"Pod {meta.get('namespace', '?')}/{meta.get('name', '?')}: {e}") from e
+
+
+def _affinity_hosts(spec: Raw) -> tuple[str, ...]:
+    terms = (((spec.get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or ()
+    hosts: list[str] = []
+    for term in terms:
+        for expr in term.get("matchExpressions") or ():
+            if expr.get("key") in (names.HOSTNAME_LABEL, "metadata.name") and expr.get("operator") == "In":
+                hosts.extend(expr.get("values") or ())
+        for field_expr in term.get("matchFields") or ():
+            if field_expr.get("key") == "metadata.name" and field_expr.get("operator") == "In":
+                hosts.extend(field_expr.get("values") or ())
+    return tuple(hosts)
+
+
+def persistent_volume(raw: Raw) -> PersistentVolume:
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    try:
+        claim = spec.get("claimRef")
+        provisioner = (meta.get("annotations") or {}).get("pv.kubernetes.io/provisioned-by", "")
+        return PersistentVolume(
+            name=meta["name"],
+            access_modes=tuple(spec.get("accessModes") or ()),
+            storage_class=spec.get("storageClassName", ""),
+            node_affinity=_affinity_hosts(spec),
+            local=("local" in spec or "hostPath" in spec or provisioner == names.LOCAL_PATH_PROVISIONER),
+            claim=(claim.get("namespace", ""), claim["name"]) if claim else None,
+            csi_driver=(spec.get("csi") or {}).get("driver", ""),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise DecodeError(f"PersistentVolume {meta.get('name', '?')}: {e}") from e
+
+
+def persistent_volume_claim(raw: Raw) -> PersistentVolumeClaim:
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    try:
+        return PersistentVolumeClaim(
+            namespace=meta.get("namespace", "default"),
+            name=meta["name"],
+            volume_name=spec.get("volumeName", ""),
+            access_modes=tuple(spec.get("accessModes") or ()),
+            storage_class=spec.get("storageClassName") or "",
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise DecodeError(f"PersistentVolumeClaim {meta.get('name', '?')}: {e}") from e
+
+
+def pod_disruption_budget(raw: Raw) -> PodDisruptionBudget:
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    try:
+        return PodDisruptionBudget(
+            namespace=meta.get("namespace", "default"),
+            name=meta["name"],
+            match_labels=_strmap((spec.get("selector") or {}).get("matchLabels")),
+            disruptions_allowed=int(status.get("disruptionsAllowed", 0)),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise DecodeError(f"PodDisruptionBudget {meta.get('name', '?')}: {e}") from e
+
+
+DECODERS = {
+    "Node": node,
+    "Pod": pod,
+    "PersistentVolume": persistent_volume,
+    "PersistentVolumeClaim": persistent_volume_claim,
+    "PodDisruptionBudget": pod_disruption_budget,
+}
