@@ -20,6 +20,12 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+class Stage(StrEnum):
+    OPENED = "opened"
+    UPDATED = "updated"
+    RESOLVED = "resolved"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Action:
     """Fields every action has. `verb` is the name used in plans, logs and JSON output."""
@@ -28,6 +34,7 @@ class _Action:
     target: ObjectRef
     rule: str
     reason: str
+    incident: str = ""  # groups the actions of one remediation into one story, e.g. "node-not-ready/styx"
 
     @property
     def kind(self) -> str:
@@ -100,13 +107,14 @@ class SetCondition(_Action):
 class Notify(_Action):
     """A message for humans about `target` (the subject, e.g. the node).
 
-    `incident` groups every action of one remediation into one story (e.g.
-    "node-not-ready/styx"); `facts` are (label, text) lines the notifier renders.
+    `incident` (set on every action of the remediation) lets the notifier tell one story
+    per incident; `stage` says whether this opens, updates or resolves it; `facts` are
+    (label, text) lines the notifier renders.
     """
 
     verb: ClassVar[str] = "notify"
-    incident: str
     title: str
+    stage: Stage = Stage.OPENED
     severity: Severity = Severity.WARNING
     tags: tuple[str, ...] = ()
     facts: tuple[tuple[str, str], ...] = ()
