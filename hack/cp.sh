@@ -51,7 +51,7 @@ SERVICE_CIDR=10.43.0.0/16 # K3s' default, like the cluster we recreate
 # -mod=readonly makes CI fail instead of silently changing go.mod/go.sum.
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOCACHE=$CP_CACHE/gocache GOMODCACHE=$CP_CACHE/gomod
-export GOFLAGS="-mod=readonly -trimpath"
+export GOFLAGS="-mod=readonly -trimpath -buildvcs=false"
 
 cache_key() {
 	cat "$HERE"/{k8s,etcd,kwok}/go.{mod,sum} "$HERE"/k8s/cmd/*/main.go "$HERE"/etcd/main.go \
