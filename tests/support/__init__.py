@@ -1,0 +1,1 @@
+"""Helpers shared by e2e tests and benches: the control-plane wrapper, the Oceanid builder, polling."""
