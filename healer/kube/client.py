@@ -1,0 +1,294 @@
+"""`Kube`: the KubeApi over kubernetes-asyncio's configuration, auth and aiohttp transport.
+
+kubernetes-asyncio knows kubeconfig files (tokens, client certificates, CA, exec plugins,
+TLS server names, proxies) and in-cluster service accounts (with token rotation), and builds
+the matching aiohttp session; healer reuses exactly that. What it does not reuse is the
+generated API layer: building a V1Pod costs ~2 ms per event, while healer needs a dozen
+fields. So requests go out as raw JSON (orjson), answers come back as dicts for
+`healer.model.decode`, and watches hand back raw lines.
+
+Failures become `healer.kube.errors` classes: the HTTP status picks the class, the Status
+body gives reason and message, Retry-After (header, or APF's `details.retryAfterSeconds`)
+gives `retry_after`, and anything without an HTTP answer (refused, reset, timeout, a cut
+stream) is `Unreachable`. A token bucket spaces all requests, watches included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from healer.kube import errors, ratelimit
+from healer.kube.api import JsonBody
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+AuthHeaders = Callable[[], Awaitable[Mapping[str, str]]]
+
+
+class ConfigError(Exception):
+    """No usable kubeconfig or in-cluster configuration."""
+
+
+async def _no_auth() -> Mapping[str, str]:
+    return {}
+
+
+def _retry_after(headers: Mapping[str, str], status: Mapping[str, Any] | None) -> float | None:
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass  # an HTTP date: rare from the apiserver; fall through to the body
+    if status:
+        details = status.get("details")
+        if isinstance(details, dict):
+            seconds = details.get("retryAfterSeconds")
+            if isinstance(seconds, int | float):
+                return float(seconds)
+    return None
+
+
+def error_for(status: int, body: bytes, headers: Mapping[str, str]) -> errors.ApiError:
+    """The `errors` instance for a non-2xx answer (Status body parsed when there is one)."""
+    parsed: Mapping[str, Any] | None = None
+    reason = ""
+    message = ""
+    try:
+        decoded = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        decoded = None
+    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+        parsed = decoded
+        reason = str(decoded.get("reason") or "")
+        message = str(decoded.get("message") or "")
+    elif body:
+        message = body[:256].decode("utf-8", "replace")  # not a Status: keep a little, never all
+    cls = errors.for_status(status)
+    return cls(
+        message or f"HTTP {status}",
+        status=status,
+        reason=reason,
+        retry_after=_retry_after(headers, parsed),
+    )
+
+
+class Kube:
+    """One API server: `request` for single calls, `stream` for watches."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        host: str,
+        auth: AuthHeaders = _no_auth,
+        reauth: Callable[[], Awaitable[None]] | None = None,
+        limiter: ratelimit.TokenBucket | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        server_hostname: str | None = None,
+        proxy: str | None = None,
+    ) -> None:
+        self._session = session
+        self.host = host.rstrip("/")
+        self._auth = auth
+        self._reauth = reauth
+        self.limiter = limiter or ratelimit.TokenBucket()
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self._extra: dict[str, Any] = {}
+        if server_hostname:
+            self._extra["server_hostname"] = server_hostname
+        if proxy:
+            self._extra["proxy"] = proxy
+
+    async def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", **(await self._auth())}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: JsonBody | None = None,
+        content_type: str = "application/json",
+        request_timeout: float | None = None,
+    ) -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        for attempt in (0, 1):
+            await self.limiter.acquire()
+            headers = await self._headers(content_type if data is not None else None)
+            timeout = aiohttp.ClientTimeout(
+                total=request_timeout or self.request_timeout, sock_connect=self.connect_timeout
+            )
+            try:
+                async with self._session.request(
+                    method,
+                    self.host + path,
+                    params=query,
+                    data=data,
+                    headers=headers,
+                    timeout=timeout,
+                    **self._extra,
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+                    resp_headers = resp.headers
+            except _TRANSPORT_ERRORS as e:
+                raise errors.Unreachable(f"{method} {path}: {type(e).__name__}: {e}") from e
+            if 200 <= status < 300:
+                if not raw:
+                    return {}
+                try:
+                    return orjson.loads(raw)
+                except orjson.JSONDecodeError as e:
+                    msg = f"{method} {path}: answer is not JSON: {e}"
+                    raise errors.ServerError(msg, status=status) from e
+            if status == 401 and attempt == 0 and self._reauth is not None:
+                log.info("api unauthorized, reloading credentials", path=path)
+                await self._reauth()
+                continue
+            raise error_for(status, raw, resp_headers)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the KubeApi contract's name: inactivity)
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """GET `path` and yield an iterator over its non-empty lines.
+
+        `timeout` is the inactivity timeout: no byte for that long ends the stream with
+        `Unreachable` (a half-open connection looks exactly like a quiet watch otherwise).
+        """
+        await self.limiter.acquire()
+        headers = await self._headers(None)
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=timeout
+        )
+        try:
+            resp = await self._session.get(
+                self.host + path, params=query, headers=headers, timeout=client_timeout, **self._extra
+            )
+        except _TRANSPORT_ERRORS as e:
+            raise errors.Unreachable(f"GET {path}: {type(e).__name__}: {e}") from e
+        try:
+            if not 200 <= resp.status < 300:
+                try:
+                    raw = await resp.read()
+                except _TRANSPORT_ERRORS:
+                    raw = b""
+                raise error_for(resp.status, raw, resp.headers)
+            yield _lines(resp, path)
+        finally:
+            resp.release()
+            resp.close()  # a watch is never reused: drop the connection rather than drain it
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def _lines(resp: aiohttp.ClientResponse, path: str) -> AsyncIterator[bytes]:
+    try:
+        async for line in resp.content:
+            if len(line) > 1:  # skip blank keep-alive lines
+                yield line
+    except _TRANSPORT_ERRORS as e:
+        raise errors.Unreachable(f"watch {path}: {type(e).__name__}: {e}") from e
+
+
+def _exists(path: str) -> bool:
+    return Path(path.split(os.pathsep)[0]).exists()
+
+
+async def _load_configuration(
+    kubeconfig: str | os.PathLike[str] | None, context: str | None
+) -> tuple[Any, Callable[[], Awaitable[None]] | None]:
+    """(kubernetes_asyncio Configuration, a coroutine function that reloads it, or None)."""
+    from kubernetes_asyncio import client as k8s_client
+    from kubernetes_asyncio import config as k8s_config
+
+    configuration = k8s_client.Configuration()
+    if kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException as e:
+            fallback = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+            if not _exists(fallback):
+                raise ConfigError(f"not in a cluster ({e}) and no kubeconfig at {fallback}") from e
+            kubeconfig = fallback
+        else:
+            return configuration, None  # its refresh hook rereads the rotated token itself
+    path = str(kubeconfig)
+    if not _exists(path):
+        raise ConfigError(f"kubeconfig {path} does not exist")
+
+    async def load() -> None:
+        try:
+            await k8s_config.load_kube_config(
+                config_file=path, context=context, client_configuration=configuration, persist_config=False
+            )
+        except k8s_config.ConfigException as e:
+            raise ConfigError(f"kubeconfig {path}: {e}") from e
+
+    await load()
+    return configuration, load
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    *,
+    kubeconfig: str | os.PathLike[str] | None = None,
+    context: str | None = None,
+    qps: float = ratelimit.DEFAULT_QPS,
+    burst: int = ratelimit.DEFAULT_BURST,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> AsyncIterator[Kube]:
+    """A `Kube` for `kubeconfig` (and `context`), or in-cluster config when none is given
+    (falling back to $KUBECONFIG or ~/.kube/config outside a cluster); closed on exit."""
+    from kubernetes_asyncio.client import rest
+
+    configuration, reload = await _load_configuration(kubeconfig, context)
+    transport = rest.RESTClientObject(configuration)  # its session carries TLS, CA and client certs
+
+    async def auth() -> Mapping[str, str]:
+        settings = await configuration.auth_settings()
+        token = settings.get("BearerToken")
+        return {"Authorization": token["value"]} if token and token.get("value") else {}
+
+    kube = Kube(
+        session=transport.pool_manager,
+        host=configuration.host,
+        auth=auth,
+        reauth=reload,
+        limiter=ratelimit.TokenBucket(rate=qps, burst=burst),
+        request_timeout=request_timeout,
+        connect_timeout=connect_timeout,
+        server_hostname=configuration.tls_server_name,
+        proxy=configuration.proxy,
+    )
+    try:
+        yield kube
+    finally:
+        await kube.close()
