@@ -1,0 +1,205 @@
+"""One decide-and-act loop: events -> store -> engine -> executor -> engine state + notifier.
+
+The daemon runs one of these per scope: every pod runs a `node` reconciler for its own node,
+and the leader also runs a `cluster` reconciler. Both are the same loop, so what a test
+proves about one (debounce, ticks, acting on nothing while the view is stale, draining) holds
+for the other.
+
+- Events are applied to the store as they come; a burst of them (a relist, a node going
+  NotReady with a hundred pods) is folded into one evaluation by a short debounce.
+- A periodic tick re-plans with no new event, so `for: 60s` conditions fire on time.
+- While the view is not synced (a watch lost the API or has not listed yet) the plan is
+  still computed (held actions and alerts are visible) but no action reaches the executor.
+- `stop()` lets the evaluation in flight finish its current action and returns; cancelling
+  the task (leadership lost) stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol, Self
+
+import structlog
+
+from healer.model.actions import Action, Notify, Outcome, OutcomeStatus, Plan
+from healer.model.events import Disconnected, Event, Listed
+from healer.model.ports import Executor
+from healer.model.view import ClusterView
+from healer.runtime.metrics import Metrics
+from healer.runtime.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class Notifier(Protocol):
+    """`healer.notify`'s side of the contract: told about every executed plan, and ticked."""
+
+    async def observe(
+        self, *, plan: Plan, outcomes: Sequence[Outcome], view: ClusterView, now: datetime
+    ) -> None: ...
+
+    async def tick(self, *, view: ClusterView, now: datetime) -> None: ...
+
+
+class NullNotifier:
+    """For when no notification URL is configured: alerts only go to the log."""
+
+    async def observe(
+        self, *, plan: Plan, outcomes: Sequence[Outcome], view: ClusterView, now: datetime
+    ) -> None:
+        for action in plan.actions:
+            if isinstance(action, Notify):
+                log.warning("alert", title=action.title, stage=str(action.stage), incident=action.incident)
+
+    async def tick(self, *, view: ClusterView, now: datetime) -> None:
+        return None
+
+
+class EngineState(Protocol):
+    def after(self, *, outcomes: Sequence[Outcome], now: datetime) -> Self: ...
+
+
+class Planner(Protocol):
+    """`healer.engine.planning.plan`."""
+
+    def __call__(
+        self, *, view: ClusterView, rules: Any, state: Any, now: datetime, scope: str, node: str | None = None
+    ) -> Plan: ...
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        scope: str,
+        node: str | None,
+        store: Store,
+        rules: Callable[[], Any],
+        planner: Planner,
+        state: EngineState,
+        executor: Executor,
+        notifier: Notifier,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        debounce_s: float = 0.2,
+        tick_s: float = 5.0,
+    ) -> None:
+        self.scope = scope
+        self.node = node
+        self.store = store
+        self._rules = rules
+        self._planner = planner
+        self.state = state
+        self._executor = executor
+        self._notifier = notifier
+        self._metrics = metrics
+        self._clock = clock
+        self._debounce_s = debounce_s
+        self._tick_s = tick_s
+        self._dirty = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.evaluations = 0
+        self.last_plan: Plan = Plan()
+
+    def poke(self) -> None:
+        """Re-plan soon (e.g. the rules changed)."""
+        self._dirty.set()
+
+    def stop(self) -> None:
+        """Drain: finish the action in flight, execute nothing more, return from `run`."""
+        self._stopping.set()
+        self._dirty.set()
+
+    async def run(self, sources: Sequence[AsyncIterator[Event]]) -> None:
+        """Consume `sources` and evaluate until `stop()` (or cancellation)."""
+        async with asyncio.TaskGroup() as tg:
+            consumers = [tg.create_task(self._consume(source)) for source in sources]
+            try:
+                await self._loop()
+            finally:
+                for task in consumers:
+                    task.cancel()
+
+    async def _consume(self, source: AsyncIterator[Event]) -> None:
+        async for event in source:
+            self._metrics.events.labels(kind=type(event).__name__).inc()
+            if isinstance(event, Disconnected):
+                self._metrics.watch_restarts.labels(resource=event.resource).inc()
+                log.warning(
+                    "watch disconnected", scope=self.scope, resource=event.resource, error=event.error
+                )
+            elif isinstance(event, Listed):
+                log.info("listed", scope=self.scope, resource=event.resource)
+            if self.store.apply(event):
+                self._metrics.synced.labels(scope=self.scope).set(1 if self.store.synced else 0)
+                self._dirty.set()
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            ticked = False
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout=self._tick_s)
+            except TimeoutError:
+                ticked = True
+            if self._stopping.is_set():
+                return
+            if not ticked:
+                await asyncio.sleep(self._debounce_s)  # fold a burst of events into one plan
+            self._dirty.clear()
+            await self.evaluate(tick=ticked)
+
+    async def evaluate(self, *, tick: bool = False) -> Plan:
+        """Plan once against the current view and carry the plan out."""
+        view = self.store.view()
+        now = self._clock()
+        plan = self._planner(
+            view=view, rules=self._rules(), state=self.state, now=now, scope=self.scope, node=self.node
+        )
+        self.evaluations += 1
+        self.last_plan = plan
+        self._metrics.plans.labels(scope=self.scope).inc()
+        for held in plan.held:
+            self._metrics.held.labels(guard=held.guard).inc()
+            log.info(
+                "held",
+                scope=self.scope,
+                guard=held.guard,
+                action=held.action.verb,
+                target=held.action.target.key,
+                detail=held.detail,
+            )
+        outcomes: list[Outcome] = []
+        for action in plan.actions:
+            if self._stopping.is_set():
+                break
+            outcome = await self._execute(action, synced=view.synced)
+            outcomes.append(outcome)
+            self._metrics.actions.labels(verb=action.verb, outcome=str(outcome.status)).inc()
+        self.state = self.state.after(outcomes=outcomes, now=self._clock())
+        if plan or outcomes:
+            await self._notify(plan=plan, outcomes=outcomes, view=view, now=now)
+        if tick:
+            with contextlib.suppress(Exception):
+                await self._notifier.tick(view=view, now=now)
+        return plan
+
+    async def _execute(self, action: Action, *, synced: bool) -> Outcome:
+        if not synced and not isinstance(action, Notify):
+            log.info(
+                "view not synced, not acting", scope=self.scope, action=action.verb, target=action.target.key
+            )
+            return Outcome(
+                action=action, status=OutcomeStatus.SKIPPED, detail="view not synced", retryable=True
+            )
+        return await self._executor.execute(action)
+
+    async def _notify(
+        self, *, plan: Plan, outcomes: Sequence[Outcome], view: ClusterView, now: datetime
+    ) -> None:
+        try:
+            await self._notifier.observe(plan=plan, outcomes=outcomes, view=view, now=now)
+        except Exception:  # the notifier must never block healing
+            log.exception("notifier failed", scope=self.scope)

@@ -1,0 +1,161 @@
+"""The cluster view, kept current from watch events.
+
+The watchers yield typed events; the engine wants one consistent, immutable `ClusterView`.
+The store is the seam: it applies events to plain dicts (cheap per event) and hands out a
+frozen snapshot only when the view changed since the last one (one copy per plan, not per
+event). It also knows whether the view can be trusted: every watched resource must have
+been listed and none may be disconnected, otherwise `synced` is False and the runtime acts
+on nothing.
+
+After a reconnect the watcher relists. Objects deleted while we were away produce no DELETED
+event, so after a `Disconnected`, everything of that resource not seen again by the next
+`Listed` is dropped (mark and sweep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import MappingProxyType
+from typing import Any
+
+from healer.model.events import (
+    Change,
+    Disconnected,
+    Event,
+    Listed,
+    NodeEvent,
+    PodEvent,
+    StorageEvent,
+)
+from healer.model.view import (
+    ClusterView,
+    Node,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    PodDisruptionBudget,
+    PodKey,
+)
+
+# resource (as the watchers name it, any case, singular or plural) -> the store's table
+_TABLES = {
+    "node": "nodes",
+    "pod": "pods",
+    "persistentvolume": "pvs",
+    "pv": "pvs",
+    "persistentvolumeclaim": "pvcs",
+    "pvc": "pvcs",
+    "poddisruptionbudget": "pdbs",
+    "pdb": "pdbs",
+}
+
+
+def table_of(resource: str) -> str:
+    """`"pods"`, `"Pod"`, `"pod"` -> `"pods"`; unknown resources keep their own name."""
+    key = resource.lower().split("/")[-1].split(".")[0]
+    if key not in _TABLES and key.endswith("s"):
+        key = key[:-1]
+    return _TABLES.get(key, resource)
+
+
+class Store:
+    """Mutable tables behind an immutable view. `resources` are the watches that must be listed."""
+
+    def __init__(self, *, resources: Iterable[str]) -> None:
+        self._expected = frozenset(table_of(r) for r in resources)
+        self._listed: set[str] = set()
+        self._disconnected: set[str] = set()
+        self._seen_since_disconnect: dict[str, set[Any]] = {}
+        self.nodes: dict[str, Node] = {}
+        self.pods: dict[PodKey, Pod] = {}
+        self.pvs: dict[str, PersistentVolume] = {}
+        self.pvcs: dict[PodKey, PersistentVolumeClaim] = {}
+        self.pdbs: dict[PodKey, PodDisruptionBudget] = {}
+        self._by_node: dict[str, dict[PodKey, Pod]] = {}
+        self._view: ClusterView | None = None
+
+    @property
+    def synced(self) -> bool:
+        return self._expected <= self._listed and not self._disconnected
+
+    def apply(self, event: Event) -> bool:
+        """Apply one event; True when the view (including `synced`) changed."""
+        match event:
+            case NodeEvent(change=change, node=node):
+                self._put("nodes", node.name, node, deleted=change is Change.DELETED)
+            case PodEvent(change=change, pod=pod):
+                self._put_pod(pod, deleted=change is Change.DELETED)
+            case StorageEvent(change=change, obj=obj):
+                deleted = change is Change.DELETED
+                if isinstance(obj, PersistentVolume):
+                    self._put("pvs", obj.name, obj, deleted=deleted)
+                elif isinstance(obj, PersistentVolumeClaim):
+                    self._put("pvcs", obj.key, obj, deleted=deleted)
+                else:
+                    self._put("pdbs", (obj.namespace, obj.name), obj, deleted=deleted)
+            case Listed(resource=resource):
+                table = table_of(resource)
+                self._sweep(table)
+                self._listed.add(table)
+                self._disconnected.discard(table)
+            case Disconnected(resource=resource):
+                table = table_of(resource)
+                self._disconnected.add(table)
+                self._seen_since_disconnect.setdefault(table, set())
+            case _:
+                return False
+        self._view = None
+        return True
+
+    def _table(self, name: str) -> dict[Any, Any]:
+        table: dict[Any, Any] = getattr(self, name)
+        return table
+
+    def _put(self, table: str, key: Any, obj: Any, *, deleted: bool) -> None:
+        if deleted:
+            self._table(table).pop(key, None)
+        else:
+            self._table(table)[key] = obj
+            seen = self._seen_since_disconnect.get(table)
+            if seen is not None:
+                seen.add(key)
+
+    def _put_pod(self, pod: Pod, *, deleted: bool) -> None:
+        old = self.pods.get(pod.key)
+        if old is not None and old.node_name:
+            on_node = self._by_node.get(old.node_name)
+            if on_node is not None:
+                on_node.pop(pod.key, None)
+                if not on_node:
+                    del self._by_node[old.node_name]
+        self._put("pods", pod.key, pod, deleted=deleted)
+        if not deleted and pod.node_name:
+            self._by_node.setdefault(pod.node_name, {})[pod.key] = pod
+
+    def _sweep(self, table: str) -> None:
+        seen = self._seen_since_disconnect.pop(table, None)
+        if seen is None:
+            return
+        if table == "pods":
+            for key in [k for k in self.pods if k not in seen]:
+                self._put_pod(self.pods[key], deleted=True)
+            return
+        store = self._table(table) if table in ("nodes", "pvs", "pvcs", "pdbs") else {}
+        for key in [k for k in store if k not in seen]:
+            del store[key]
+
+    def view(self) -> ClusterView:
+        """An immutable snapshot; the same object until the next change."""
+        if self._view is None:
+            self._view = ClusterView(
+                nodes=MappingProxyType(dict(self.nodes)),
+                pods=MappingProxyType(dict(self.pods)),
+                pvs=MappingProxyType(dict(self.pvs)),
+                pvcs=MappingProxyType(dict(self.pvcs)),
+                pdbs=MappingProxyType(dict(self.pdbs)),
+                pods_by_node=MappingProxyType(
+                    {node: MappingProxyType(dict(pods)) for node, pods in self._by_node.items()}
+                ),
+                synced=self.synced,
+            )
+        return self._view

@@ -1,0 +1,71 @@
+"""The store: events in, one consistent view out; stale until every watch has listed."""
+
+from __future__ import annotations
+
+from healer.model.events import Change, Disconnected, Listed, NodeEvent, PodEvent, StorageEvent
+from healer.model.view import Node, PersistentVolume, Pod
+from healer.runtime.store import Store, table_of
+
+
+def _pod(name: str, node: str) -> Pod:
+    return Pod(namespace="apps", name=name, node_name=node, uid=name)
+
+
+def test_not_synced_until_every_resource_listed() -> None:
+    store = Store(resources=["nodes", "pods"])
+    assert not store.view().synced
+    store.apply(NodeEvent(change=Change.ADDED, node=Node(name="styx")))
+    store.apply(Listed(resource="nodes"))
+    assert not store.view().synced
+    store.apply(Listed(resource="pods"))
+    assert store.view().synced
+    store.apply(Disconnected(resource="pods", error="connection reset"))
+    assert not store.view().synced
+
+
+def test_pods_follow_their_node_and_deletes_remove_them() -> None:
+    store = Store(resources=["pods"])
+    store.apply(PodEvent(change=Change.ADDED, pod=_pod("a", "")))
+    assert store.view().pods_on("styx") == ()
+    store.apply(PodEvent(change=Change.MODIFIED, pod=_pod("a", "styx")))
+    assert [p.name for p in store.view().pods_on("styx")] == ["a"]
+    store.apply(PodEvent(change=Change.MODIFIED, pod=_pod("a", "calypso")))
+    view = store.view()
+    assert view.pods_on("styx") == ()
+    assert [p.name for p in view.pods_on("calypso")] == ["a"]
+    store.apply(PodEvent(change=Change.DELETED, pod=_pod("a", "calypso")))
+    assert store.view().pods == {}
+    assert store.view().pods_by_node == {}
+
+
+def test_view_is_a_snapshot_reused_until_a_change() -> None:
+    store = Store(resources=["nodes"])
+    store.apply(NodeEvent(change=Change.ADDED, node=Node(name="styx")))
+    first = store.view()
+    assert store.view() is first
+    store.apply(NodeEvent(change=Change.ADDED, node=Node(name="tethys")))
+    assert set(first.nodes) == {"styx"}  # the old snapshot did not move under the engine
+    assert set(store.view().nodes) == {"styx", "tethys"}
+
+
+def test_relist_after_disconnect_drops_objects_deleted_meanwhile() -> None:
+    store = Store(resources=["pods", "persistentvolumes"])
+    for name in ("a", "b"):
+        store.apply(PodEvent(change=Change.ADDED, pod=_pod(name, "styx")))
+    store.apply(StorageEvent(change=Change.ADDED, obj=PersistentVolume(name="pv1")))
+    store.apply(Listed(resource="pods"))
+    store.apply(Listed(resource="persistentvolumes"))
+    store.apply(Disconnected(resource="pods", error="410 Gone"))
+    store.apply(PodEvent(change=Change.ADDED, pod=_pod("b", "styx")))  # the relist saw only b
+    store.apply(Listed(resource="pods"))
+    view = store.view()
+    assert set(view.pods) == {("apps", "b")}
+    assert [p.name for p in view.pods_on("styx")] == ["b"]
+    assert set(view.pvs) == {"pv1"}  # other resources untouched
+    assert view.synced
+
+
+def test_resource_names_normalise() -> None:
+    assert {table_of(r) for r in ("pods", "Pod", "pod", "v1/pods")} == {"pods"}
+    assert table_of("PodDisruptionBudget") == "pdbs"
+    assert table_of("persistentvolumeclaims") == "pvcs"
