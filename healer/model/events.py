@@ -65,6 +65,10 @@ class GpuSignalKind(StrEnum):
     THROTTLE = "throttle"
     RECOVERY_ACTION = "recovery-action"
     HEALTHY = "healthy"  # a poll found the GPU healthy
+    # evidence the GPU was reset since the last fault: it answered again after being lost,
+    # volatile ECC counters went down, a pending row remap / page retirement cleared, or the
+    # recovery action went back to 0. Reset-class faults recover only after one.
+    RESET = "reset"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
