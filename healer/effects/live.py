@@ -322,20 +322,18 @@ class LiveExecutor:
                 raise _Unchanged("condition already so")
             unchanged_status = old is not None and old.get("status") == action.status
             transition = old.get("lastTransitionTime") if old is not None and unchanged_status else now
-            return {
-                "status": {
-                    "conditions": [
-                        {
-                            "type": action.type,
-                            "status": action.status,
-                            "reason": action.cond_reason,
-                            "message": action.message,
-                            "lastHeartbeatTime": now,
-                            "lastTransitionTime": transition or now,
-                        }
-                    ]
-                }
+            wanted = {
+                "type": action.type,
+                "status": action.status,
+                "reason": action.cond_reason,
+                "message": action.message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": transition or now,
             }
+            # the whole list, with ours replaced or appended: a strategic merge (by type) and a
+            # plain list replace give the same result, and the resourceVersion guards the rest
+            others = [c for c in conditions if c.get("type") != action.type]
+            return {"status": {"conditions": [*others, wanted]}}
 
         return await self._node_write(
             action,
