@@ -29,12 +29,23 @@ from healer.notify.targets import Target
 
 log = structlog.get_logger("healer.notify")
 
-NOTIFICATIONS = prometheus_client.Counter(
-    "healer_notifications",
-    "Alerts by outcome: sent, failed (after retries), retried, deduped, digested (folded into a digest), "
-    "dropped (queue full).",
-    ["outcome"],
-)
+
+class Metrics:
+    """`healer_notifications_total{outcome}`: sent, failed (after retries), retried, deduped,
+    digested (folded into a digest), dropped (queue full or shutdown). On the daemon's registry."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
+        self.registry = registry or prometheus_client.CollectorRegistry()
+        self.notifications = prometheus_client.Counter(
+            "healer_notifications", "Alerts by outcome", ["outcome"], registry=self.registry
+        )
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.notifications.labels(outcome=outcome).inc(n)
+
+    def value(self, outcome: str) -> float:
+        return self.registry.get_sample_value("healer_notifications_total", {"outcome": outcome}) or 0.0
+
 
 _NOTIFY_TYPE = {
     Severity.INFO: apprise.NotifyType.INFO,
@@ -125,9 +136,10 @@ def scrub(target: Target, text: str) -> str:
 
 
 class _Lane:
-    def __init__(self, target: Target, *, settings: Settings) -> None:
+    def __init__(self, target: Target, *, settings: Settings, metrics: Metrics) -> None:
         self.target = target
         self.settings = settings
+        self.metrics = metrics
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=settings.queue_size)
         self.arrivals: deque[float] = deque()
         loop = asyncio.get_running_loop()
@@ -156,7 +168,7 @@ class _Lane:
             try:
                 if self._flooded(loop.time()):
                     batch += await self._collect(loop.time() + self.settings.digest_window_s)
-                    NOTIFICATIONS.labels(outcome="digested").inc(len(batch))
+                    self.metrics.count("digested", len(batch))
                     log.warning("notify.digest", target=self.target.label, alerts=len(batch))
                     outgoing = messages.digest(batch, window_s=self.settings.digest_window_s)
                 else:
@@ -169,7 +181,7 @@ class _Lane:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a bug here must not end the lane
-                NOTIFICATIONS.labels(outcome="failed").inc()
+                self.metrics.count("failed")
                 log.error("notify.lane_error", target=self.target.label, error=scrub(self.target, repr(e)))
             finally:
                 for _ in batch:
@@ -194,7 +206,7 @@ class _Lane:
             attempt += 1
             result = await send_once(self.target, message, timeout_s=settings.send_timeout_s)
             if result.ok:
-                NOTIFICATIONS.labels(outcome="sent").inc()
+                self.metrics.count("sent")
                 log.info(
                     "notify.sent",
                     target=self.target.label,
@@ -204,7 +216,7 @@ class _Lane:
                 )
                 return Delivery(ok=True, attempts=attempt)
             if attempt > settings.retries:
-                NOTIFICATIONS.labels(outcome="failed").inc()
+                self.metrics.count("failed")
                 log.error(
                     "notify.failed",
                     target=self.target.label,
@@ -215,7 +227,7 @@ class _Lane:
                     reason=result.reason,
                 )
                 return Delivery(ok=False, reason=result.reason, attempts=attempt)
-            NOTIFICATIONS.labels(outcome="retried").inc()
+            self.metrics.count("retried")
             delay = min(settings.backoff_max_s, settings.backoff_s * 2 ** (attempt - 1))
             log.warning(
                 "notify.retrying",
@@ -231,14 +243,17 @@ class _Lane:
 class Dispatcher:
     """Routes messages to the targets that want them; lanes start on first use (needs a loop)."""
 
-    def __init__(self, targets: Iterable[Target], *, settings: Settings | None = None) -> None:
+    def __init__(
+        self, targets: Iterable[Target], *, settings: Settings | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.targets = tuple(targets)
         self.settings = settings or Settings()
+        self.metrics = metrics or Metrics()
         self._lanes: list[_Lane] | None = None
 
     def _ensure(self) -> list[_Lane]:
         if self._lanes is None:
-            self._lanes = [_Lane(t, settings=self.settings) for t in self.targets]
+            self._lanes = [_Lane(t, settings=self.settings, metrics=self.metrics) for t in self.targets]
         return self._lanes
 
     def submit(self, message: Message) -> None:
@@ -248,7 +263,7 @@ class Dispatcher:
                 if not lane.target.wants(message.route_tags):
                     continue
                 if not lane.put(message):
-                    NOTIFICATIONS.labels(outcome="dropped").inc()
+                    self.metrics.count("dropped")
                     log.error(
                         "notify.dropped",
                         target=lane.target.label,
@@ -257,7 +272,7 @@ class Dispatcher:
                         why="queue full",
                     )
         except Exception as e:
-            NOTIFICATIONS.labels(outcome="dropped").inc()
+            self.metrics.count("dropped")
             log.error("notify.submit_error", incident=message.key, error=repr(e))
 
     async def idle(self) -> None:
@@ -274,7 +289,7 @@ class Dispatcher:
             await asyncio.wait_for(asyncio.gather(*(lane.queue.join() for lane in lanes)), timeout=timeout_s)
         except TimeoutError:
             left = sum(lane.queue.qsize() for lane in lanes)
-            NOTIFICATIONS.labels(outcome="dropped").inc(left)
+            self.metrics.count("dropped", left)
             log.error("notify.undelivered_at_shutdown", alerts=left)
         for lane in lanes:
             lane.task.cancel()

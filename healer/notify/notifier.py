@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+import prometheus_client
 import structlog
 
-from healer.model.actions import Outcome, Plan
+from healer.model.actions import Notify, Outcome, Plan
 from healer.model.view import ClusterView
 from healer.notify import delivery, stories, targets
 from healer.notify.messages import Message
@@ -32,12 +33,14 @@ class Notifier(Protocol):
 
 
 class NullNotifier:
-    """Alerts are off: accepts everything, sends nothing."""
+    """Alerts are off: what would have been said goes to the log only."""
 
     async def observe(
         self, *, plan: Plan, outcomes: Sequence[Outcome], view: ClusterView, now: datetime
     ) -> None:
-        return None
+        for action in plan.actions:
+            if isinstance(action, Notify):
+                log.warning("alert", title=action.title, stage=str(action.stage), incident=action.incident)
 
     async def tick(self, *, view: ClusterView, now: datetime) -> None:
         return None
@@ -56,9 +59,11 @@ class AppriseNotifier:
         shadow: bool = False,
         timings: stories.Timings | None = None,
         settings: delivery.Settings | None = None,
+        registry: prometheus_client.CollectorRegistry | None = None,
     ) -> None:
+        self.metrics = delivery.Metrics(registry)
         self.tracker = stories.Tracker(timings=timings, shadow=shadow)
-        self.dispatcher = delivery.Dispatcher(to, settings=settings)
+        self.dispatcher = delivery.Dispatcher(to, settings=settings, metrics=self.metrics)
 
     async def observe(
         self, *, plan: Plan, outcomes: Sequence[Outcome], view: ClusterView, now: datetime
@@ -81,7 +86,7 @@ class AppriseNotifier:
     def _submit(self, ready: list[Message]) -> None:
         for message in ready:
             if message.deduped:
-                delivery.NOTIFICATIONS.labels(outcome="deduped").inc()
+                self.metrics.count("deduped")
                 log.info("notify.deduped", incident=message.key, stage=message.stage.value)
             else:
                 self.dispatcher.submit(message)
@@ -100,6 +105,7 @@ def from_environment(
     shadow: bool = False,
     timings: stories.Timings | None = None,
     settings: delivery.Settings | None = None,
+    registry: prometheus_client.CollectorRegistry | None = None,
 ) -> Notifier:
     """The notifier for `HEALER_NOTIFY_URLS_FILE` / `HEALER_NOTIFY_URLS`; NullNotifier without URLs.
 
@@ -122,4 +128,6 @@ def from_environment(
         tags=[sorted(t.tags) for t in loaded.targets],
         shadow=shadow,
     )
-    return AppriseNotifier(loaded.targets, shadow=shadow, timings=timings, settings=settings)
+    return AppriseNotifier(
+        loaded.targets, shadow=shadow, timings=timings, settings=settings, registry=registry
+    )

@@ -37,6 +37,7 @@ from healer.model.view import ClusterView, ConditionStatus, Node, Pod, VolumeKin
 from healer.notify.messages import Item, Message, Section
 
 PodKey = tuple[str, str]
+DRY_RUN = "dry-run"  # the detail healer.effects.dryrun puts on its SKIPPED outcomes
 
 STORM = "storm"
 CLEANUP = "evicted-cleanup"
@@ -223,7 +224,7 @@ class Tracker:
     def _done(self, outcome: Outcome) -> bool:
         if outcome.status in (OutcomeStatus.APPLIED, OutcomeStatus.UNCHANGED):
             return True
-        return self.shadow and outcome.status is OutcomeStatus.SKIPPED
+        return self.shadow and outcome.status is OutcomeStatus.SKIPPED and outcome.detail == DRY_RUN
 
     def _note_outcome(self, incident: _Incident, outcome: Outcome, view: ClusterView, now: datetime) -> None:
         action = outcome.action
