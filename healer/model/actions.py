@@ -118,6 +118,9 @@ class Notify(_Action):
     severity: Severity = Severity.WARNING
     tags: tuple[str, ...] = ()
     facts: tuple[tuple[str, str], ...] = ()
+    # what this message reports (action and hold keys): the engine re-notifies an incident
+    # only when something not yet covered appears (EngineState remembers what was told)
+    covers: tuple[str, ...] = ()
 
 
 Action = Cordon | Uncordon | AddTaint | RemoveTaint | Evict | Delete | ForceDelete | SetCondition | Notify
