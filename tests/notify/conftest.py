@@ -49,6 +49,7 @@ class HttpReceiver:
     port: int
     arrivals: asyncio.Queue[Arrival] = field(default_factory=asyncio.Queue)
     script: list[int] = field(default_factory=list)  # statuses to answer first, then 200
+    gate: asyncio.Event | None = None  # when set up, requests wait for it: a slow target
     seen: int = 0  # requests of any status
 
     def url(self, schema: str = "json", path: str = "hook") -> str:
@@ -70,6 +71,8 @@ async def http_receiver() -> AsyncIterator[HttpReceiver]:
 
     async def handle(request: web.Request) -> web.Response:
         receiver.seen += 1
+        if receiver.gate is not None:
+            await receiver.gate.wait()
         if receiver.script:
             return web.Response(status=receiver.script.pop(0), text="scripted failure")
         if request.content_type == "application/json":
@@ -94,8 +97,7 @@ async def http_receiver() -> AsyncIterator[HttpReceiver]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
-    receiver.port = sockets[0].getsockname()[1]
+    receiver.port = int(runner.addresses[0][1])
     try:
         yield receiver
     finally:
