@@ -226,6 +226,8 @@ class FakeApi:
         self.gone_as_status = False  # answer a too-old watch with HTTP 410 rather than an ERROR event
         self.max_watch_seconds: float | None = None  # cap timeoutSeconds (fast tests)
         self.pdb_blocked: set[Key] = set()  # evictions of these pods get 429
+        self.error_event_next: Obj | None = None  # a Status to send as an ERROR event (then close)
+        self.bookmarks_sent: list[str] = []
         self.rv = 100
         self.stores: dict[str, Store] = {}
         self.requests: list[Recorded] = []
@@ -263,6 +265,10 @@ class FakeApi:
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        server = self._runner.server if self._runner is not None else None
+        if server is not None:  # keep-alive connections too, or a pooled one would still be served
+            for transport in list(server._connections.values()):
+                transport.abort()
 
     async def stop(self) -> None:
         self.cut_watches()
@@ -477,6 +483,10 @@ class FakeApi:
                     continue
                 if change is None:
                     return resp
+                if self.error_event_next is not None:
+                    error, self.error_event_next = self.error_event_next, None
+                    await send("ERROR", error)
+                    return resp
                 if change.rv <= last:
                     continue
                 last = change.rv
@@ -498,6 +508,7 @@ class FakeApi:
             self._streams.discard(resp)
 
     def _bookmark(self, resource: str) -> Obj:
+        self.bookmarks_sent.append(str(self.rv))
         return {"kind": KINDS.get(resource, "Object"), "metadata": {"resourceVersion": str(self.rv)}}
 
     def _write(
