@@ -17,6 +17,7 @@ from healer import __version__, render, snapshot
 from healer.engine import planning
 from healer.engine.state import EngineState
 from healer.model.view import ClusterView
+from healer.notify import cli_test as notify_cli
 from healer.rules import loading, schema
 
 EXIT_OK = 0
@@ -52,8 +53,20 @@ def _load_rules(directory: str | None) -> tuple[Path, schema.RuleSet]:
 
 
 def live_view(args: argparse.Namespace) -> ClusterView:
-    """The live cluster's view: wired by the runtime (list nodes, pods, PVs, PVCs, PDBs once)."""
-    raise UsageError("planning against the live cluster is not wired in yet; use --snapshot FILE")
+    """The live cluster's view: nodes, pods, PVs, PVCs and PDBs listed once (nothing is written)."""
+    import asyncio
+
+    from healer.kube import client, errors
+    from healer.runtime import oneshot
+
+    try:
+        return asyncio.run(oneshot.live_view(kubeconfig=args.kubeconfig))
+    except client.ConfigError as e:
+        raise UsageError(str(e)) from e
+    except errors.ApiError as e:
+        raise UsageError(f"reading the cluster failed: {type(e).__name__}: {e}") from e
+    except snapshot.SnapshotError as e:
+        raise UsageError(str(e)) from e
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -96,6 +109,9 @@ def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--rules", metavar="DIR", help="rules directory (default: $HEALER_RULES_DIR or the packaged rules)"
     )
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--kubeconfig", metavar="FILE", help="without --snapshot: the cluster to read (default: in-cluster)"
+    )
     p.set_defaults(func=cmd_plan)
 
 
@@ -119,12 +135,54 @@ def _add_rules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.set_defaults(func=cmd_rules_check)
 
 
+# --- healer run ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from healer.runtime import daemon, logs, settings
+
+    config = settings.Settings.from_args(
+        dry_run=args.dry_run,
+        node=args.node,
+        kubeconfig=args.kubeconfig,
+        rules=args.rules,
+        http_port=args.http_port,
+    )
+    logs.configure(fmt=config.log_format)
+    return asyncio.run(daemon.run(config))
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the daemon (SIGTERM drains and exits 0)",
+        description="Watch the cluster and heal it: the node role for --node, the cluster role while leader.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="decide and log, never write")
+    p.add_argument("--node", metavar="NAME", help="this pod's node (default: $NODE_NAME)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="default: in-cluster configuration")
+    p.add_argument(
+        "--rules", metavar="DIR", help="rules directory (default: $HEALER_RULES_DIR or the packaged rules)"
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        metavar="N",
+        help="/healthz /readyz /metrics (default: $HEALER_HTTP_PORT or 9180)",
+    )
+    p.set_defaults(func=cmd_run)
+
+
 # --- registration -------------------------------------------------------------------------------
 
 # Each entry adds one subcommand; add `run`, `notify test`... here.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_plan,
     _add_rules,
+    _add_run,
+    notify_cli.add_parser,
 ]
 
 
