@@ -93,6 +93,7 @@ class Recorded:
     query: dict[str, str]
     body: Any
     at: float
+    status: int = 0  # 0 until answered (or when the connection was dropped)
 
 
 @dataclass
@@ -371,7 +372,15 @@ class FakeApi:
         is_watch = query.get("watch", "").lower() in ("true", "1")
         raw = await request.read()
         body = orjson.loads(raw) if raw else None
-        self.requests.append(Recorded(request.method, request.path, query, body, time.monotonic()))
+        record = Recorded(request.method, request.path, query, body, time.monotonic())
+        self.requests.append(record)
+        response = await self._serve(request, query, body, is_watch)
+        record.status = response.status
+        return response
+
+    async def _serve(
+        self, request: web.Request, query: dict[str, str], body: Any, is_watch: bool
+    ) -> web.StreamResponse:
         for fault in self.faults:
             if fault.matches(request.method, request.path, is_watch):
                 fault.hits += 1
