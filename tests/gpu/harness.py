@@ -31,10 +31,19 @@ from healer.model.events import Event
 from healer.model.view import ClusterView
 from healer.runtime.daemon import Daemon, load_rules_holder
 from healer.runtime.metrics import Metrics
-from healer.runtime.reconciler import NullNotifier
 from healer.runtime.settings import Settings
 
 REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
+
+
+class QuietNotifier:
+    """Alerts are another engineer's tests; here they only must not get in the way."""
+
+    async def observe(self, **_: Any) -> None:
+        return None
+
+    async def tick(self, **_: Any) -> None:
+        return None
 
 
 def fast_rules(into: Path, *, healthy_for: str = "2s", recovered_for: str = "1s") -> Path:
@@ -100,6 +109,9 @@ async def gpu_node(
     poll_interval: float = 0.5,
     clock: Callable[[], datetime] = utcnow,
     node_sources: Callable[[Any], list[AsyncIterator[Event]]] | None = None,
+    wait_timeout_ms: int = 100,
+    debounce_s: float = 0.02,
+    tick_s: float = 0.5,
 ) -> AsyncIterator[GpuNode]:
     """Run the node role and the GPU agent for `node` until the block ends (then drain both)."""
     async with client.connect(kubeconfig=kubeconfig) as api:
@@ -112,22 +124,22 @@ async def gpu_node(
             http_port=0,
             http_host="127.0.0.1",
             identity=f"healer-{node}",
-            debounce_s=0.02,
-            tick_s=0.5,
+            debounce_s=debounce_s,
+            tick_s=tick_s,
         )
         rules = load_rules_holder(settings, metrics)
         daemon = Daemon(
             settings=settings,
             api=api,
             executor=executor,
-            notifier=NullNotifier(),
+            notifier=QuietNotifier(),
             rules=rules,
             metrics=metrics,
             elector=None,
             node_sources=(lambda: node_sources(api)) if node_sources else None,
         )
         source = NvmlSource.open(
-            node=node, nvml=nvml, poll_interval=poll_interval, wait_timeout_ms=100, clock=clock
+            node=node, nvml=nvml, poll_interval=poll_interval, wait_timeout_ms=wait_timeout_ms, clock=clock
         )
         assert source is not None
         harness = GpuNode(daemon=daemon, agent=None, nvml=nvml, executor=executor, api=api)  # type: ignore[arg-type]
