@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from healer.model import names
 from healer.model.actions import (
@@ -54,7 +54,17 @@ _PAST = {
     "set-condition": "set condition on",
 }
 _SEVERITY_ORDER = (Severity.INFO, Severity.WARNING, Severity.CRITICAL)
-_QUIET_GUARDS = frozenset({"cooldown"})  # a cooldown hold is a later retry, not news
+_QUIET_GUARDS = frozenset({"cooldown"})
+# labels of the engine's Notify.facts (healer.engine.story)
+_ACTION_LABELS = frozenset(
+    {"Cordon", "Uncordon", "Taint", "Untaint", "Release", "Evict", "Delete", "Set condition", "Deleted"}
+)
+_REFUSAL_LABELS = ("Not released", "Not evicted", "Held")
+_HINT_LABELS = (
+    "By hand",
+    "Budget",
+    "Fence",
+)  # commands that go with a refusal, not refusals themselves  # a cooldown hold is a later retry, not news
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +139,11 @@ class Tracker:
         resolve: dict[str, list[Notify]] = {}
         for notify in (a for a in plan.actions if isinstance(a, Notify)):
             key = _key(notify, view)
+            if key.startswith(CLEANUP):
+                continue  # the clean-up summary is built from what was really deleted
+            if key == STORM:
+                out += self._note_storm_notify(notify, view, now)
+                continue
             if notify.stage is Stage.RESOLVED:
                 resolve.setdefault(key, []).append(notify)
             else:
@@ -280,6 +295,20 @@ class Tracker:
         )
         self._touch(incident, now)
 
+    def _note_storm_notify(self, notify: Notify, view: ClusterView, now: datetime) -> list[Message]:
+        """The engine's own storm messages: opening = a storm hold; resolved = storm over."""
+        if notify.stage is Stage.RESOLVED:
+            if self._storm_open:
+                self._storm_seen = now - timedelta(seconds=self.timings.storm_clear_s)
+            return []
+        self._storm_seen = now
+        if self._storm_open:
+            return []
+        self._storm_open = True
+        facts = tuple(_fact_item(label, text) for label, text in notify.facts)
+        message = self._storm_story(None, view, extra=facts)
+        return self._emit(message, now)
+
     def _note_held(self, held: Held, view: ClusterView, now: datetime) -> list[Message]:
         action, guard = held.action, held.guard
         if guard in _QUIET_GUARDS:
@@ -415,15 +444,29 @@ class Tracker:
             happened.append(Item(text=f"{subject}: {signal}"))
         if detail:
             happened.append(Item(text=detail))
-        happened += [Item(text=reason) for reason in incident.reasons[:3]]
-        for notify in incident.notifies:
-            happened += [Item(text=f"{label}: {text}") for label, text in notify.facts]
+        facts = [fact for notify in incident.notifies for fact in notify.facts]
+        engine_needs: list[Item] = []
+        if facts:  # the engine told the story of its plan: use it, but report what really happened
+            for label, text in dict.fromkeys(facts):
+                if label in _ACTION_LABELS or "DaemonSet pod" in text or (label == "What" and since):
+                    continue  # "What healer did" says what was really done; DaemonSet pods stay by design
+                if label.startswith(_REFUSAL_LABELS + _HINT_LABELS):
+                    engine_needs.append(_fact_item(label, text))
+                else:
+                    happened.append(Item(text=text if label in ("What", "Why") else f"{label}: {text}"))
+            stuck: list[Item] = []
+            problems = engine_needs
+        else:
+            happened += [Item(text=reason) for reason in incident.reasons[:3]]
+            stuck = _stuck(incident, view)
+            problems = list(incident.problems.values())
 
         did = [_did(verb, targets, self.shadow) for verb, targets in incident.done.items()]
         moved = self._moved_items(incident, now)
-        stuck = _stuck(incident, view)
-        needs = list(incident.problems.values()) + stuck
+        needs = problems + stuck
         could_not = needs + list(incident.blocked.values())
+        if facts:
+            needs = [i for i in needs if not i.text.startswith(_HINT_LABELS)]
 
         sections = [Section(heading="What happened", items=tuple(happened))] if happened else []
         if did:
@@ -510,11 +553,13 @@ class Tracker:
             tags=tags,
         )
 
-    def _storm_story(self, held: Held, view: ClusterView) -> Message:
+    def _storm_story(self, held: Held | None, view: ClusterView, extra: tuple[Item, ...] = ()) -> Message:
         unhealthy = sorted(n.name for n in view.nodes.values() if n.ready is not ConditionStatus.TRUE)
-        items = [Item(text=f"held: {held.action.verb} {_describe(held.action)}")]
-        if held.detail:
-            items.append(Item(text=held.detail))
+        items = list(extra)
+        if held is not None:
+            items.append(Item(text=f"held: {held.action.verb} {_describe(held.action)}"))
+            if held.detail:
+                items.append(Item(text=held.detail))
         if unhealthy:
             items.append(
                 Item(text=f"unhealthy nodes ({len(unhealthy)}/{len(view.nodes)}): {', '.join(unhealthy)}")
@@ -679,6 +724,17 @@ def _stuck(incident: _Incident, view: ClusterView) -> list[Item]:
     if unfenced:
         items.insert(0, _fence_item(node.name, unfenced))
     return items
+
+
+def _fact_item(label: str, text: str) -> Item:
+    """An engine fact; a kubectl command in it becomes copyable lines."""
+    at = text.find("kubectl ")
+    if at < 0:
+        return Item(text=f"{label}: {text}")
+    lead = text[:at].rstrip(" :;,") or "run"
+    return Item(
+        text=f"{label}: {lead}", commands=tuple(c.strip() for c in text[at:].split("; ") if c.strip())
+    )
 
 
 def _fence_item(node: str, pods: list[str]) -> Item:
