@@ -11,7 +11,8 @@ Classes (from the policy): `application` faults are logged, and only a repeat of
 one on one GPU (`repeat.count` within `repeat.window`) escalates to `repeat.escalate_to`;
 `reset`, `reboot` and `rma` faults make the GPU unhealthy; `ignore` is dropped; an XID the
 policy does not name is `unknown` and only alerts. Non-XID signals the policy does not name
-(throttling, temperature, single-bit ECC unless mapped) are logged. An `unknown` XID sets
+(throttling, temperature, single-bit ECC unless mapped) are logged, except the driver's
+recovery action, which classifies itself (1, 3, 4: reset; 2: reboot). An `unknown` XID sets
 the condition False with `class=unknown` (the `gpu-unknown-fault` rule alerts, nothing is
 quarantined) and clears after `healthy_for` without needing a reset.
 
@@ -199,11 +200,25 @@ def signal_reason(signal: GpuSignal) -> str:
     return "".join(part.capitalize() for part in signal.kind.value.split("-"))
 
 
+# NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: what the driver says the GPU needs (1 reset, 2 node
+# reboot, 3 drain peer-to-peer, 4 drain and reset). Used when the policy names no class for
+# `recovery-action`: the driver's own verdict is the best classification there is.
+RECOVERY_ACTION_CLASSES: Mapping[int, GpuClass] = MappingProxyType(
+    {1: GpuClass.RESET, 2: GpuClass.REBOOT, 3: GpuClass.RESET, 4: GpuClass.RESET}
+)
+XID_RECOVERY_ACTION_CHANGED = 154  # announces the field above, which the source then polls
+
+
 def classify(signal: GpuSignal, policy: GpuPolicy) -> GpuClass:
     if signal.kind is GpuSignalKind.XID:
-        return policy.xid_classes.get(signal.xid or 0, GpuClass.UNKNOWN)
+        xid = signal.xid or 0
+        if xid == XID_RECOVERY_ACTION_CHANGED and xid not in policy.xid_classes:
+            return GpuClass.IGNORE  # the RECOVERY_ACTION signal from the poll it triggers decides
+        return policy.xid_classes.get(xid, GpuClass.UNKNOWN)
     if signal.kind in (GpuSignalKind.HEALTHY, GpuSignalKind.RESET):
         return GpuClass.IGNORE
+    if signal.kind is GpuSignalKind.RECOVERY_ACTION and signal.kind not in policy.signal_classes:
+        return RECOVERY_ACTION_CLASSES.get(signal.value, GpuClass.UNKNOWN)
     return policy.signal_classes.get(signal.kind, GpuClass.LOG)
 
 

@@ -403,3 +403,22 @@ def test_polling_only_is_said_in_the_healthy_message() -> None:
     state = gpu_health.start(node=NODE, gpus=[GPU0], now=T0, events=False)
     (cond,) = conditions(gpu_health.step(state=state, signals=(), policy=POLICY, now=T0))
     assert "polling only" in cond.message
+
+
+@pytest.mark.parametrize(("action", "cls"), [(1, "reset"), (2, "reboot"), (4, "reset")])
+def test_driver_recovery_action_classifies_itself(action: int, cls: str) -> None:
+    step = gpu_health.step(
+        state=healthy_start(),
+        signals=[sig(GpuSignalKind.RECOVERY_ACTION, value=action)],
+        policy=POLICY,
+        now=T0,
+    )
+    (cond,) = conditions(step)
+    assert cond.cond_reason == "RecoveryAction"
+    assert f"class={cls}" in cond.message
+
+
+def test_xid_154_defers_to_the_polled_recovery_action() -> None:
+    step = gpu_health.step(state=healthy_start(), signals=[xid(154)], policy=POLICY, now=T0)
+    assert step.actions == ()
+    assert step.state.healthy
