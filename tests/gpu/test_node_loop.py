@@ -232,3 +232,7 @@ async def test_gpu_pods_are_evicted_when_another_gpu_node_can_take_them(api: Fak
         assert evictions(api) == [
             "/api/v1/namespaces/apps/pods/triton-5d8f-abcde/eviction"
         ]  # not csv-worker-1
+        other = api.get("nodes", ("", "calypso-2"))
+        assert other is not None
+        assert not other["spec"].get("taints")  # the node role acts on its own node only
+        assert not other["spec"].get("unschedulable")
