@@ -223,7 +223,7 @@ def classify(signal: GpuSignal, policy: GpuPolicy) -> GpuClass:
 
 
 _FAULT_RE = re.compile(
-    r"GPU (?P<index>\d+) (?P<uuid>\S+) (?P<reason>\w+) class=(?P<cls>[a-z]+): (?P<detail>[^;]*)"
+    r"GPU (?P<index>-?\d+) (?P<uuid>\S+) (?P<reason>\w+) class=(?P<cls>[a-z]+): (?P<detail>[^;]*)"
 )
 
 
