@@ -18,7 +18,7 @@ class Metrics:
     )
     events: prom.Counter = field(init=False)
     actions: prom.Counter = field(init=False)
-    held: prom.Counter = field(init=False)
+    held: prom.Gauge = field(init=False)
     watch_restarts: prom.Counter = field(init=False)
     leader: prom.Gauge = field(init=False)
     synced: prom.Gauge = field(init=False)
@@ -31,11 +31,14 @@ class Metrics:
         self.actions = prom.Counter(
             "healer_actions", "Actions executed, by verb and outcome", ["verb", "outcome"], registry=r
         )
-        self.held = prom.Counter(
-            "healer_held_actions", "Actions a guard held, by guard", ["guard"], registry=r
+        self.held = prom.Gauge(
+            "healer_held_actions", "Actions guards hold in the latest plan, by guard", ["guard"], registry=r
         )
         self.watch_restarts = prom.Counter(
-            "healer_watch_restarts", "Watches that lost the API and had to relist", ["resource"], registry=r
+            "healer_watch_restarts",
+            "Watch restarts, by resource and reason (expired, dropped, gone, unreachable, ...)",
+            ["resource", "reason"],
+            registry=r,
         )
         self.leader = prom.Gauge("healer_leader", "1 while this process holds the leader Lease", registry=r)
         self.synced = prom.Gauge(

@@ -44,20 +44,6 @@ class Notifier(Protocol):
     async def tick(self, *, view: ClusterView, now: datetime) -> None: ...
 
 
-class NullNotifier:
-    """For when no notification URL is configured: alerts only go to the log."""
-
-    async def observe(
-        self, *, plan: Plan, outcomes: Sequence[Outcome], view: ClusterView, now: datetime
-    ) -> None:
-        for action in plan.actions:
-            if isinstance(action, Notify):
-                log.warning("alert", title=action.title, stage=str(action.stage), incident=action.incident)
-
-    async def tick(self, *, view: ClusterView, now: datetime) -> None:
-        return None
-
-
 class EngineState(Protocol):
     def after(self, *, outcomes: Sequence[Outcome], now: datetime) -> Self: ...
 
@@ -102,6 +88,8 @@ class Reconciler:
         self._dirty = asyncio.Event()
         self._stopping = asyncio.Event()
         self.evaluations = 0
+        self._held: set[tuple[str, str, str]] = set()
+        self._held_guards: set[str] = set()
         self.last_plan: Plan = Plan()
 
     def poke(self) -> None:
@@ -127,7 +115,6 @@ class Reconciler:
         async for event in source:
             self._metrics.events.labels(kind=type(event).__name__).inc()
             if isinstance(event, Disconnected):
-                self._metrics.watch_restarts.labels(resource=event.resource).inc()
                 log.warning(
                     "watch disconnected", scope=self.scope, resource=event.resource, error=event.error
                 )
@@ -161,16 +148,7 @@ class Reconciler:
         self.evaluations += 1
         self.last_plan = plan
         self._metrics.plans.labels(scope=self.scope).inc()
-        for held in plan.held:
-            self._metrics.held.labels(guard=held.guard).inc()
-            log.info(
-                "held",
-                scope=self.scope,
-                guard=held.guard,
-                action=held.action.verb,
-                target=held.action.target.key,
-                detail=held.detail,
-            )
+        self._report_held(plan)
         outcomes: list[Outcome] = []
         for action in plan.actions:
             if self._stopping.is_set():
@@ -185,6 +163,29 @@ class Reconciler:
             with contextlib.suppress(Exception):
                 await self._notifier.tick(view=view, now=now)
         return plan
+
+    def _report_held(self, plan: Plan) -> None:
+        """Held actions as a gauge per guard; each newly held action logged once, not every tick."""
+        by_guard: dict[str, int] = dict.fromkeys(self._held_guards, 0)
+        now_held: set[tuple[str, str, str]] = set()
+        for held in plan.held:
+            by_guard[held.guard] = by_guard.get(held.guard, 0) + 1
+            key = (held.action.verb, held.action.target.key, held.guard)
+            now_held.add(key)
+            if key not in self._held:
+                log.info(
+                    "held",
+                    scope=self.scope,
+                    guard=held.guard,
+                    action=held.action.verb,
+                    target=held.action.target.key,
+                    rule=held.action.rule,
+                    detail=held.detail,
+                )
+        for guard, count in by_guard.items():
+            self._metrics.held.labels(guard=guard).set(count)
+        self._held_guards = set(by_guard)
+        self._held = now_held
 
     async def _execute(self, action: Action, *, synced: bool) -> Outcome:
         if not synced and not isinstance(action, Notify):

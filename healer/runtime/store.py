@@ -7,9 +7,9 @@ event). It also knows whether the view can be trusted: every watched resource mu
 been listed and none may be disconnected, otherwise `synced` is False and the runtime acts
 on nothing.
 
-After a reconnect the watcher relists. Objects deleted while we were away produce no DELETED
-event, so after a `Disconnected`, everything of that resource not seen again by the next
-`Listed` is dropped (mark and sweep).
+After a reconnect the watcher relists and sends the difference (objects that vanished
+meanwhile come as DELETED; see `healer.watch.resources`), so applying events in order is
+all the store does; it never has to guess what a relist left out.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ class Store:
         self._expected = frozenset(table_of(r) for r in resources)
         self._listed: set[str] = set()
         self._disconnected: set[str] = set()
-        self._seen_since_disconnect: dict[str, set[Any]] = {}
         self.nodes: dict[str, Node] = {}
         self.pods: dict[PodKey, Pod] = {}
         self.pvs: dict[str, PersistentVolume] = {}
@@ -95,13 +94,10 @@ class Store:
                     self._put("pdbs", (obj.namespace, obj.name), obj, deleted=deleted)
             case Listed(resource=resource):
                 table = table_of(resource)
-                self._sweep(table)
                 self._listed.add(table)
                 self._disconnected.discard(table)
             case Disconnected(resource=resource):
-                table = table_of(resource)
-                self._disconnected.add(table)
-                self._seen_since_disconnect.setdefault(table, set())
+                self._disconnected.add(table_of(resource))
             case _:
                 return False
         self._view = None
@@ -116,9 +112,6 @@ class Store:
             self._table(table).pop(key, None)
         else:
             self._table(table)[key] = obj
-            seen = self._seen_since_disconnect.get(table)
-            if seen is not None:
-                seen.add(key)
 
     def _put_pod(self, pod: Pod, *, deleted: bool) -> None:
         old = self.pods.get(pod.key)
@@ -131,18 +124,6 @@ class Store:
         self._put("pods", pod.key, pod, deleted=deleted)
         if not deleted and pod.node_name:
             self._by_node.setdefault(pod.node_name, {})[pod.key] = pod
-
-    def _sweep(self, table: str) -> None:
-        seen = self._seen_since_disconnect.pop(table, None)
-        if seen is None:
-            return
-        if table == "pods":
-            for key in [k for k in self.pods if k not in seen]:
-                self._put_pod(self.pods[key], deleted=True)
-            return
-        store = self._table(table) if table in ("nodes", "pvs", "pvcs", "pdbs") else {}
-        for key in [k for k in store if k not in seen]:
-            del store[key]
 
     def view(self) -> ClusterView:
         """An immutable snapshot; the same object until the next change."""

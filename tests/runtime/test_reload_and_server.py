@@ -71,7 +71,7 @@ async def test_server_endpoints() -> None:
     await server.start()
     try:
         metrics.actions.labels(verb="cordon", outcome="applied").inc()
-        metrics.held.labels(guard="storm").inc(2)
+        metrics.held.labels(guard="storm").set(2)
         metrics.leader.set(1)
         base = f"http://127.0.0.1:{server.port}"
         async with aiohttp.ClientSession() as http:
@@ -86,7 +86,7 @@ async def test_server_endpoints() -> None:
                 assert r.status == 200
                 text = await r.text()
         assert 'healer_actions_total{outcome="applied",verb="cordon"} 1.0' in text
-        assert 'healer_held_actions_total{guard="storm"} 2.0' in text
+        assert 'healer_held_actions{guard="storm"} 2.0' in text
         assert "healer_leader 1.0" in text
     finally:
         await server.stop()

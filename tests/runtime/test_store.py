@@ -48,20 +48,22 @@ def test_view_is_a_snapshot_reused_until_a_change() -> None:
     assert set(store.view().nodes) == {"styx", "tethys"}
 
 
-def test_relist_after_disconnect_drops_objects_deleted_meanwhile() -> None:
+def test_a_relist_diff_brings_the_view_back_in_sync() -> None:
+    """The watcher relists as a diff: vanished objects come as DELETED, unchanged ones not at all."""
     store = Store(resources=["pods", "persistentvolumes"])
     for name in ("a", "b"):
         store.apply(PodEvent(change=Change.ADDED, pod=_pod(name, "styx")))
     store.apply(StorageEvent(change=Change.ADDED, obj=PersistentVolume(name="pv1")))
     store.apply(Listed(resource="pods"))
     store.apply(Listed(resource="persistentvolumes"))
-    store.apply(Disconnected(resource="pods", error="410 Gone"))
-    store.apply(PodEvent(change=Change.ADDED, pod=_pod("b", "styx")))  # the relist saw only b
+    store.apply(Disconnected(resource="pods", error="unreachable"))
+    assert not store.view().synced
+    store.apply(PodEvent(change=Change.DELETED, pod=_pod("a", "styx")))
     store.apply(Listed(resource="pods"))
     view = store.view()
     assert set(view.pods) == {("apps", "b")}
     assert [p.name for p in view.pods_on("styx")] == ["b"]
-    assert set(view.pvs) == {"pv1"}  # other resources untouched
+    assert set(view.pvs) == {"pv1"}
     assert view.synced
 
 
