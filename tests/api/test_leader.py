@@ -155,9 +155,9 @@ async def test_failed_renewals_drop_leadership_at_the_deadline(fake: fakeapi.Fak
     last_ok = max(r.at for r in fake.requests if r.method == "PUT" and r.status == 200)
     lost_at = a.changes[-1][1]
     # the renew that succeeded last started at most one retry period before the server saw it
-    assert lost_at - last_ok <= FAST.renew_deadline + 0.15
+    assert lost_at - last_ok <= FAST.renew_deadline + 0.25
     assert lost_at - last_ok >= FAST.renew_deadline - FAST.retry_period - 0.05
-    assert a.cancelled_while_leading == 1
+    await eventually(lambda: a.cancelled_while_leading == 1, within=1, what="lead() cancelled")
     assert a.leader_when_cancelled == [False]  # is_leader cleared before lead() was cancelled
     assert [leading for leading, _ in a.changes] == [True, False]
     fault.times = 0  # the API heals: a campaigns again and wins (nobody else wants it)
@@ -211,7 +211,7 @@ async def test_conflict_because_another_took_the_lease_drops_at_once(
     fake.put("leases", dict(lease, spec=stolen))
     taken = loop.time()
     await eventually(lambda: not a.leading, within=3, what="a steps down")
-    assert loop.time() - taken <= 2 * FAST.retry_period + 0.1  # not after a renew deadline
+    assert loop.time() - taken <= 2 * FAST.retry_period + 0.25  # well before a renew deadline (0.6 s)
     await asyncio.sleep(0)  # let run() finish its bookkeeping
     assert lease_spec(fake)["holderIdentity"] == "intruder"  # a did not fight back
 
