@@ -57,8 +57,9 @@ def live_view(args: argparse.Namespace) -> ClusterView:
     import asyncio
 
     from healer.kube import client, errors
-    from healer.runtime import oneshot
+    from healer.runtime import logs, oneshot
 
+    logs.configure(fmt="console")  # retries are logged to stderr; stdout stays the plan
     try:
         return asyncio.run(oneshot.live_view(kubeconfig=args.kubeconfig))
     except client.ConfigError as e:

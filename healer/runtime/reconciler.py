@@ -136,7 +136,10 @@ class Reconciler:
             if not ticked:
                 await asyncio.sleep(self._debounce_s)  # fold a burst of events into one plan
             self._dirty.clear()
-            await self.evaluate(tick=ticked)
+            try:
+                await self.evaluate(tick=ticked)
+            except Exception:  # a bug in one evaluation must not stop healing for good
+                log.exception("evaluation failed", scope=self.scope)
 
     async def evaluate(self, *, tick: bool = False) -> Plan:
         """Plan once against the current view and carry the plan out."""

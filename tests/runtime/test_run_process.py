@@ -140,3 +140,50 @@ async def test_healer_run_refuses_broken_rules(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert b"rules unusable" in out
     assert b"bad.yaml" in out
+
+
+async def test_healer_plan_reads_the_live_cluster_and_writes_nothing(fake: FakeApi, tmp_path: Path) -> None:
+    fake.put("nodes", node("calypso"))
+    fake.put("nodes", node("tethys"))
+    styx = node("styx", ready="Unknown")
+    styx["status"]["conditions"][0]["lastTransitionTime"] = "2026-11-27T04:00:00Z"
+    fake.put("nodes", styx)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "healer",
+        "plan",
+        "--kubeconfig",
+        str(_kubeconfig(tmp_path / "kubeconfig", fake.url)),
+        "--now",
+        "2026-11-27T05:00:00Z",
+        "--output",
+        "json",
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    plan = json.loads(out)
+    assert {"action": "cordon", "name": "styx"}.items() <= plan["actions"][0].items()
+    assert [r.method for r in fake.requests] == ["GET"] * len(fake.requests)
+    listed = {r.path for r in fake.requests}
+    assert {"/api/v1/nodes", "/api/v1/pods", "/apis/policy/v1/poddisruptionbudgets"} <= listed
+
+
+async def test_healer_plan_says_why_when_the_cluster_is_unreachable(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "healer",
+        "plan",
+        "--kubeconfig",
+        str(_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{_port()}")),
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 2
+    assert "reading the cluster failed: Unreachable" in err.decode()
