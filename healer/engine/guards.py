@@ -128,14 +128,15 @@ def budget_left(node: Node, guard: schema.BudgetGuard, *, now: datetime) -> tupl
 
 
 def budget(proposals: Sequence[Proposal], ctx: Context) -> list[Proposal]:
-    """A node out of budget gets no new remediation; one in progress (healer's cordon) finishes."""
+    """A node out of budget gets no new quarantine (cordon, taint); pods of a node healer already
+    cordoned are still released or evicted: that finishes the remediation the cordon counted."""
     out = []
     for p in proposals:
         node = ctx.view.nodes.get(p.node)
         if p.held or not p.mutating or p.rule is None or not p.rule.remediates or node is None:
             out.append(p)
             continue
-        if node.cordoned_by_healer and not isinstance(p.action, actions.Cordon):
+        if node.cordoned_by_healer and not isinstance(p.action, actions.Cordon | actions.AddTaint):
             out.append(p)
             continue
         left, why = budget_left(node, ctx.rules.guards.budget, now=ctx.now)
