@@ -241,3 +241,31 @@ async def test_missing_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(client.ConfigError, match="does not exist"):
         async with client.connect(kubeconfig=tmp_path / "nope"):
             pass
+
+
+async def test_401_reloads_the_kubeconfig_once(fake: fakeapi.FakeApi, tmp_path: Path) -> None:
+    """Rotated credentials (an exec plugin's token, a renewed cert) are picked up without a restart."""
+    path = write_kubeconfig(tmp_path / "kubeconfig", server=fake.url, token="expired")
+    async with client.connect(kubeconfig=path, qps=0) as kube:
+        write_kubeconfig(path, server=fake.url)  # the right token, as a refresh would write it
+        assert (await kube.request("GET", "/api/v1/nodes"))["items"] == []
+    assert [r.status for r in fake.requests] == [401, 200]
+
+
+async def test_without_kubeconfig_outside_a_cluster_uses_KUBECONFIG(
+    fake: fakeapi.FakeApi, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    async with client.connect(qps=0) as kube:
+        assert (await kube.request("GET", "/api/v1/nodes"))["items"] == []
+
+
+async def test_without_any_configuration_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(client.ConfigError, match="not in a cluster"):
+        async with client.connect():
+            pass
