@@ -272,6 +272,9 @@ class LeaseElector:
                 "lease attempt failed", lease=self.name, identity=self.identity, status=e.status, error=str(e)
             )
             return False
+        except Exception:  # a malformed Lease or a bug must not end the election
+            log.exception("lease attempt failed unexpectedly", lease=self.name, identity=self.identity)
+            return False
 
     async def _attempt(self, request_timeout: float) -> bool:
         now = self.clock.now()

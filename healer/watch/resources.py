@@ -66,6 +66,7 @@ class RestartReason(StrEnum):
     SERVER_ERROR = "server-error"  # 5xx
     CLIENT_ERROR = "client-error"  # other 4xx (403 while RBAC settles, ...)
     BAD_EVENT = "bad-event"  # a line that is not a watch event
+    INTERNAL = "internal"  # a bug in healer; logged with its traceback, then treated as an outage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,9 +210,13 @@ async def _list(
         except errors.Gone as e:
             raise _Gone(str(e)) from e
         for raw in page.get("items") or ():
-            meta = raw["metadata"]
-            key = _key(meta)
-            rv = meta.get("resourceVersion", "")
+            try:
+                meta = raw["metadata"]
+                key = _key(meta)
+                rv = meta.get("resourceVersion", "")
+            except (KeyError, TypeError, AttributeError) as e:
+                log.warning("watch skipped an item without metadata.name", resource=res.name, error=repr(e))
+                continue
             seen.add(key)
             old = known.get(key)
             if old is not None and old[0] == rv:
@@ -391,8 +396,13 @@ async def watch(
         except _Cut as e:
             bound.info("watch cut, resuming", resource_version=state.rv, error=str(e))
             restarted(RestartReason.DROPPED)
-        except errors.ApiError as e:
-            reason = _reason(e)
+        except Exception as e:  # a watcher must outlive anything the API (or a bug) throws at it
+            if not isinstance(e, errors.ApiError):
+                bound.exception("watch failed unexpectedly")
+                e = errors.ApiError(f"{type(e).__name__}: {e}")
+                reason = RestartReason.INTERNAL
+            else:
+                reason = _reason(e)
             delay = backoff.delay(failures, retry_after=e.retry_after)
             failures += 1
             bound.warning(

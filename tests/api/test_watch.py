@@ -7,6 +7,7 @@ server's objects (nothing lost, nothing duplicated, no ghosts) whatever the API 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -314,3 +315,35 @@ async def test_storage_kinds_are_storage_events(
     assert rec.events[1] == events.Listed(resource=resource)
     path = next(r.path for r in fake.requests)
     assert path == resources.RESOURCES[kind].path()
+
+
+async def test_a_bug_in_decoding_is_an_outage_not_a_crash(
+    fake: fakeapi.FakeApi, start: Callable[..., Recorder]
+) -> None:
+    calls = 0
+
+    def flaky_decode(raw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug")
+        return resources.NODES.decode(raw)
+
+    buggy = dataclasses.replace(resources.NODES, decode=flaky_decode)
+    fake.put("nodes", fakeapi.node("a"))
+    fake.put("nodes", fakeapi.node("b"))
+    rec = start(kind=buggy)
+    await rec.until(listed(rec), what="Listed after the bug")
+    assert rec.count(events.Disconnected) == 1
+    assert ("nodes", "internal") in rec.restarts
+    assert rec.store() == server_store(fake, "nodes")
+
+
+async def test_list_items_without_metadata_are_skipped(
+    fake: fakeapi.FakeApi, start: Callable[..., Recorder]
+) -> None:
+    fake.put("nodes", fakeapi.node("a"))
+    fake.store("nodes").objects[("", "broken")] = {"kind": "Node"}  # no metadata at all
+    rec = start()
+    await rec.until(listed(rec), what="Listed")
+    assert rec.changes() == [("ADDED", "a")]
