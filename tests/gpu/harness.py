@@ -2,7 +2,7 @@
 
 The node role of `healer.runtime.daemon.Daemon` (own-node watches, node-scoped engine, live
 executor) runs next to the GPU agent (`healer.gpu.agent.GpuAgent` on an `NvmlSource` over
-`FakeNvml`), both talking real HTTP to whatever API the kubeconfig names: the real control
+`FakeNvml`, in place of the daemon's own agent on the real pynvml), both talking real HTTP to whatever API the kubeconfig names: the real control
 plane in e2e, `tests/api/fakeapi.FakeApi` otherwise. The agent reads the node role's view
 (its node's GPUHealthy condition, allocatable GPUs, the device plugin pod) exactly as the
 runtime is meant to wire it. `TimedExecutor` stamps every outcome with a monotonic time so
@@ -121,6 +121,7 @@ async def gpu_node(
             node=node,
             rules_dir=rules_dir,
             elect=False,
+            gpu=False,  # the daemon's own agent would use the real pynvml; ours runs on FakeNvml
             http_port=0,
             http_host="127.0.0.1",
             identity=f"healer-{node}",
