@@ -269,3 +269,19 @@ async def test_without_any_configuration_is_a_clear_error(
     with pytest.raises(client.ConfigError, match="not in a cluster"):
         async with client.connect():
             pass
+
+
+async def test_a_sibling_has_its_own_bucket_and_shares_the_session(
+    fake: fakeapi.FakeApi, kubeconfig: Path
+) -> None:
+    """Lease renewals must not queue behind a burst of writes on the main bucket."""
+    async with client.connect(kubeconfig=kubeconfig, qps=1, burst=1) as kube:
+        lease_api = kube.sibling(qps=100, burst=10)
+        await kube.request("GET", "/api/v1/nodes")  # the main bucket is now empty for a second
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await lease_api.request("GET", "/api/v1/nodes")
+        assert loop.time() - start < 0.5
+        await lease_api.close()  # leaves the shared session open
+        await kube.request("GET", "/api/v1/nodes")
+    assert [r.status for r in fake.requests] == [200, 200, 200]
