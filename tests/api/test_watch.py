@@ -234,7 +234,10 @@ async def test_api_outage_disconnects_then_resyncs(
     fake.put("nodes", fakeapi.node("a", ready="False"))
     fake.put("nodes", fakeapi.node("d"))
     fake.compact()
-    await rec.until(lambda: sum(1 for _, why in rec.restarts if why == "unreachable") >= 3, what="retries")
+    # A long outage, compressed: as many failed attempts as 10 minutes at the real 30 s cap give.
+    await rec.until(
+        lambda: sum(1 for _, why in rec.restarts if why == "unreachable") >= 20, what="retries", timeout=10
+    )
     await fake.up()
     await rec.until(listed(rec, 2), what="resync", timeout=10)
     assert rec.store() == server_store(fake, "nodes")
