@@ -31,7 +31,7 @@ def _one_line(text: str) -> str:
 def parse(text: str, *, source: str = "snapshot") -> Any:
     """JSON when it looks like JSON, YAML otherwise (YAML is a superset, JSON is faster)."""
     stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
+    if stripped.startswith("{"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:

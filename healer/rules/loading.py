@@ -96,7 +96,10 @@ def _validation_problems(file: Path, raw: Any, error: pydantic.ValidationError) 
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         who, field = _where(loc, raw)
-        parts = [str(file), who, field, _message(item)]
+        message = _message(item)
+        if item.get("type") == "extra_forbidden" and len(loc) >= 3 and loc[-3] == "actions":
+            message = f"unknown action; one of {', '.join(schema.ACTION_NAMES)}"
+        parts = [str(file), who, field, message]
         problems.append(": ".join(p for p in parts if p))
     return list(dict.fromkeys(problems))
 
