@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except UsageError as e:
-        print(f"healer: {e}", file=sys.stderr)
+        print("\n".join(f"healer: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
