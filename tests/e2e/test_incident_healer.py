@@ -12,12 +12,16 @@ replaces the StatefulSet pod (tests/e2e/test_incident_upstream.py); with healer:
   healer; so is the bare pod;
 - when styx comes back and stays Ready, healer uncordons it.
 
-The time from the kubelet stop to all releasable pods Running elsewhere is printed.
+The control plane runs with upstream's default node timings here (50 s grace, 300 s
+toleration), so what is measured is healer's doing, not a shortened taint eviction: the time
+from the kubelet stop to all releasable pods Running elsewhere is printed (goal: < 120 s;
+upstream alone: about 6 minutes, and never for the StatefulSet).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +37,15 @@ from tests.e2e.healer_procs import (
     healer_events,
     lease_holder,
 )
-from tests.support.controlplane import FAST_TIMINGS
+from tests.support.controlplane import FAST_TIMINGS, UPSTREAM_TIMINGS
 from tests.support.kube import is_running, is_terminating, list_pods, node_condition, read_node
 from tests.support.oceanid import CALYPSO, TETHYS, OceanidCluster, Workload, build_oceanid
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
-T = FAST_TIMINGS
+T = FAST_TIMINGS  # what the session's control plane runs with (the other healer e2e tests)
+U = UPSTREAM_TIMINGS  # what this incident test runs with
 CORDON_FOR_S = 30  # rules/nodes.yaml node-not-ready
 RELEASE_FOR_S = 60  # rules/nodes.yaml node-not-ready-release
 UNCORDON_FOR_S = 60  # rules/nodes.yaml node-ready-again
@@ -98,10 +103,21 @@ async def start_healers(api: client.ApiClient, control_plane: E2EControlPlane, t
     )
 
 
+@pytest.fixture
+def upstream_timings(control_plane: E2EControlPlane) -> Iterator[E2EControlPlane]:
+    """The session's control plane restarted with upstream's node timings; FAST again after."""
+    upstream = E2EControlPlane(timings=U, cp_dir=control_plane.cp_dir)
+    upstream.up()
+    try:
+        yield upstream
+    finally:
+        control_plane.reset()
+
+
 async def test_healer_heals_the_styx_incident(
-    control_plane: E2EControlPlane, kube: client.ApiClient, tmp_path: Path
+    upstream_timings: E2EControlPlane, kube: client.ApiClient, tmp_path: Path
 ) -> None:
-    control_plane.reset()
+    control_plane = upstream_timings
     cluster: OceanidCluster = await build_oceanid(kube, agents=control_plane)
     styx = cluster.failed_node
     old = {w.name: await uids_of(kube, w) for w in cluster.on_failed_node}
@@ -124,7 +140,7 @@ async def test_healer_heals_the_styx_incident(
 
             await wait_until(
                 cordoned,
-                timeout_s=T.node_grace_s + CORDON_FOR_S + SLACK_S,
+                timeout_s=U.node_grace_s + CORDON_FOR_S + SLACK_S,
                 what="healer cordoning styx",
             )
             timings["cordoned"] = time.monotonic() - t0
@@ -139,7 +155,7 @@ async def test_healer_heals_the_styx_incident(
 
             await wait_until(
                 released,
-                timeout_s=T.node_grace_s + RELEASE_FOR_S + SLACK_S,
+                timeout_s=U.node_grace_s + RELEASE_FOR_S + SLACK_S,
                 what="ReplicaSet pods force-deleted and Running elsewhere",
             )
             timings["releasable pods running elsewhere"] = time.monotonic() - t0
@@ -201,7 +217,7 @@ async def test_healer_heals_the_styx_incident(
             assert not any(is_terminating(p) for p in await pods_of(kube, w))
 
     print()
-    profile = f"FAST_TIMINGS: node grace {T.node_grace_s}s, toleration {T.toleration_s}s"
+    profile = f"upstream timings: node grace {U.node_grace_s}s, toleration {U.toleration_s}s"
     print(f"styx incident with healer ({profile})")
     for what, seconds in timings.items():
         print(f"  {what:<48} {seconds:6.1f} s")
