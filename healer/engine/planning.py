@@ -42,10 +42,16 @@ def _scoped(
     return chosen, [view.nodes[n] for n in sorted(view.nodes)]
 
 
-def _pods(view: ClusterView, nodes: list[Node], scope: str) -> list[Pod]:
-    if scope == "node":
-        return sorted((p for n in nodes for p in view.pods_on(n.name)), key=lambda p: p.key)
-    return [view.pods[k] for k in sorted(view.pods)]
+def _pods(view: ClusterView, nodes: list[Node], scope: str, rules: list[schema.Rule]) -> list[Pod]:
+    """The pods Pod rules may match, sorted. Most pods are Running and no default rule looks at
+    those, so when every Pod rule names phases the others are dropped before sorting: a
+    150,000-pod view costs one pass, not a sort and a rule check per pod."""
+    pool = (p for n in nodes for p in view.pods_on(n.name)) if scope == "node" else iter(view.pods.values())
+    pod_rules = [r for r in rules if r.match.kind == "Pod"]
+    if pod_rules and all(r.match.phase for r in pod_rules):
+        phases = frozenset(ph for r in pod_rules for ph in r.match.phase or ())
+        pool = (p for p in pool if p.phase in phases)
+    return sorted(pool, key=lambda p: p.key)
 
 
 def _node_actions(
@@ -200,7 +206,7 @@ def plan(
                 findings.append(story.Finding(rule=rule, incident=incident, node=n, node_finding=found))
         else:
             if pods is None:
-                pods = _pods(view, nodes, scope)
+                pods = _pods(view, nodes, scope, chosen)
             for pod in pods:
                 if not matching.pod_matches(rule, pod, now=now):
                     continue
