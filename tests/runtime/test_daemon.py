@@ -18,6 +18,7 @@ from healer.kube import client
 from healer.model import names
 from healer.notify.notifier import NullNotifier
 from healer.runtime import daemon as daemon_mod
+from healer.runtime import leader
 from healer.runtime.metrics import Metrics
 from healer.runtime.settings import Settings
 from tests.api.fakeapi import FakeApi
@@ -207,3 +208,40 @@ async def test_api_outage_acts_on_nothing_and_resyncs(fake: FakeApi, kube: clien
         assert d.metrics.value("healer_watch_restarts_total", resource="nodes", reason="unreachable") >= 1
         d.stop()
         assert await asyncio.wait_for(run, 10) == 0
+
+
+async def test_two_daemons_one_leader_handover_repeats_nothing(fake: FakeApi, kube: client.Kube) -> None:
+    """Two daemons with the real Lease elector (short timings): one acts; after it drains the
+    other takes over at once (released Lease) and finds nothing left to do."""
+    fake.put("nodes", node("tethys", **{names.CONTROL_PLANE_LABEL: "true"}))
+    fake.put("nodes", node("calypso"))
+    fake.put("nodes", node("styx", ready="Unknown", since=timedelta(minutes=5)))
+    fake.put("pods", rs_pod("web-1", on="styx"))
+    timings = leader.Timings(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+
+    def elector(identity: str) -> leader.LeaseElector:
+        return leader.LeaseElector(
+            kube, namespace="healer-system", name="healer-leader", identity=identity, timings=timings
+        )
+
+    a = _daemon(kube, node_name="tethys", elector=elector("a"))
+    b = _daemon(kube, node_name="calypso", elector=elector("b"))
+    async with running(a) as run_a, running(b):
+        first = await _until(lambda: a if a.leading else b if b.leading else None)
+        second = b if first is a else a
+        await _until(
+            lambda: fake.get("pods", ("apps", "web-1")) is None and len(fake.store("events").objects) >= 2
+        )
+        assert not second.leading
+        if first is a:
+            a.stop()
+            assert await asyncio.wait_for(run_a, 15) == 0
+        else:
+            b.stop()
+        await _until(lambda: second.leading and second.cluster_reconciler is not None)
+        rec = second.cluster_reconciler
+        assert rec is not None
+        await _until(lambda: rec.evaluations >= 3)
+    reasons = sorted(e["reason"] for e in fake.store("events").objects.values())
+    assert reasons == ["HealerCordon", "HealerForceDelete"]
+    assert second.metrics.value("healer_actions_total", verb="cordon", outcome="applied") == 0
