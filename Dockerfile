@@ -11,7 +11,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# setup.py copies rules/ into the wheel (healer/default_rules, the fallback rules).
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY healer ./healer
 COPY rules ./rules
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \

@@ -314,7 +314,7 @@ def test_cluster_role_holds_exactly_healers_verbs() -> None:
 def test_lease_role_is_namespaced_and_pinned_to_the_leader_lease() -> None:
     role = one("Role", "healer-leader-election")
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert _grants(role) == {("coordination.k8s.io", "leases"): {"create", "get", "update", "patch"}}
+    assert _grants(role) == {("coordination.k8s.io", "leases"): {"create", "get", "update"}}
     for rule in role["rules"]:
         if set(rule["verbs"]) != {"create"}:
             assert rule["resourceNames"] == ["healer-leader"]
