@@ -218,6 +218,8 @@ def _incident_notify(
         if is_open and told is not None and covers <= told.covers:
             return None
         stage = actions.Stage.UPDATED if is_open else actions.Stage.OPENED
+        if all(f.pod is not None for f in chosen):
+            stage = actions.Stage.OPENED  # each clean-up is a story of its own, nothing to resolve
     lead = max(chosen, key=lambda f: _SEVERITY[f.rule.notify.severity if f.rule.notify else "info"])
     spec = lead.rule.notify
     assert spec is not None

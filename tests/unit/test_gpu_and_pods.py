@@ -5,8 +5,22 @@ from __future__ import annotations
 
 import pytest
 
+from healer.engine.state import EngineState
 from healer.model import actions, names
-from tests.unit.builders import RULES, cordoned_by, held, node, notes, plan, pod, rows, view
+from tests.unit.builders import (
+    NOW,
+    RULES,
+    applied,
+    apply,
+    cordoned_by,
+    held,
+    node,
+    notes,
+    plan,
+    pod,
+    rows,
+    view,
+)
 
 CP = node("tethys", labels={names.CONTROL_PLANE_LABEL: "true"})
 TAINT = ("taint", "calypso")
@@ -156,3 +170,14 @@ def test_evicted_pods_on_one_node_name_that_node() -> None:
     p = plan(view(CP, node("calypso"), pods=(_evicted("old-1", "calypso", 7200),)))  # type: ignore[arg-type]
     (note,) = notes(p)
     assert (note.target.kind, note.target.name) == ("Node", "calypso")
+
+
+def test_each_clean_up_is_its_own_summary() -> None:
+    first_round = view(CP, node("calypso"), pods=(_evicted("old-1", "calypso", 7200),))  # type: ignore[arg-type]
+    first = plan(first_round)
+    state = EngineState().after(outcomes=applied(first), now=NOW)
+    assert notes(plan(apply(first_round, first), state=state)) == []
+    second_round = view(CP, node("calypso"), pods=(_evicted("old-2", "calypso", 7200),))  # type: ignore[arg-type]
+    (note,) = notes(plan(second_round, state=state))
+    assert note.stage is actions.Stage.OPENED
+    assert dict(note.facts)["Deleted"].startswith("1 Evicted pod")
