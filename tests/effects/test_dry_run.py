@@ -18,4 +18,4 @@ async def test_dry_run_skips_every_action() -> None:
         out = await ex.execute(action)
         assert out.status is OutcomeStatus.SKIPPED
         assert out.detail == "dry-run"
-    assert list(inspect.signature(DryRunExecutor).parameters) == []  # holds no API client
+    assert list(inspect.signature(DryRunExecutor).parameters) == []  # it holds no API client
