@@ -31,9 +31,14 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-K8S_VERSION=$(sed -n 's|^require k8s\.io/kubernetes v\(1\.[0-9.]*\)$|\1|p; s|^\tk8s\.io/kubernetes v\(1\.[0-9.]*\)$|\1|p' "$HERE/k8s/go.mod" | head -1)
-ETCD_VERSION=$(sed -n 's|^require go\.etcd\.io/etcd/server/v3 v\(3[0-9.]*\)$|\1|p' "$HERE/etcd/go.mod")
-KWOK_VERSION=$(sed -n 's|^\tsigs\.k8s\.io/kwok v\([0-9.]*\)$|\1|p' "$HERE/kwok/go.mod" | head -1)
+# version MODULE DIR: the version of MODULE that hack/DIR/go.mod pins
+version() {
+	awk -v m="$1" '$1 == "require" { $0 = substr($0, 9) } $1 == m { sub(/^v/, "", $2); print $2; exit }' \
+		"$HERE/$2/go.mod"
+}
+K8S_VERSION=$(version k8s.io/kubernetes k8s)
+ETCD_VERSION=$(version go.etcd.io/etcd/server/v3 etcd)
+KWOK_VERSION=$(version sigs.k8s.io/kwok kwok)
 
 CP_CACHE=${CP_CACHE:-$HOME/.cache/healer-cp}
 CP_DIR=${CP_DIR:-/tmp/healer-cp}

@@ -5,7 +5,6 @@ go 1.24.0
 godebug default=go1.24
 
 require (
-	k8s.io/apiserver v0.33.4
 	k8s.io/component-base v0.33.4
 	k8s.io/kubernetes v1.33.4
 )
@@ -129,6 +128,7 @@ require (
 	k8s.io/api v0.33.4 // indirect
 	k8s.io/apiextensions-apiserver v0.0.0 // indirect
 	k8s.io/apimachinery v0.33.4 // indirect
+	k8s.io/apiserver v0.33.4 // indirect
 	k8s.io/client-go v0.33.4 // indirect
 	k8s.io/cloud-provider v0.33.4 // indirect
 	k8s.io/cluster-bootstrap v0.0.0 // indirect

@@ -1,12 +1,10 @@
-// Command kube-scheduler is upstream's kube-scheduler main, built from Go
-// modules for the e2e control plane.
+// Command kube-scheduler is upstream's kube-scheduler main (cmd/kube-scheduler/scheduler.go
+// at v1.33.4), built from Go modules for the e2e control plane.
 package main
 
 import (
 	"os"
-	_ "time/tzdata"
 
-	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
@@ -14,6 +12,4 @@ import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
-func main() {
-	os.Exit(cli.RunContext(genericapiserver.SetupSignalContext(), app.NewSchedulerCommand()))
-}
+func main() { os.Exit(cli.Run(app.NewSchedulerCommand())) }
