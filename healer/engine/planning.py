@@ -10,23 +10,19 @@ node-scoped rules, only its node), `all` (both at once, for `healer plan`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
-from healer.engine import guards, matching, release, story
+from healer.engine import guards, matching, remedies, story
 from healer.engine.proposals import Proposal
 from healer.engine.state import EngineState
-from healer.model import actions, names
-from healer.model.view import ClusterView, Node, ObjectRef, Pod
+from healer.model import actions
+from healer.model.view import ClusterView, Node, Pod
 from healer.rules import schema
 
 Scope = Literal["cluster", "node", "all"]
 SCOPES: tuple[Scope, ...] = ("cluster", "node", "all")
-
-
-def node_ref(node: Node) -> ObjectRef:
-    return ObjectRef(kind="Node", name=node.name, uid=node.uid)
 
 
 def _scoped(
@@ -52,100 +48,6 @@ def _pods(view: ClusterView, nodes: list[Node], scope: str, rules: list[schema.R
         phases = frozenset(ph for r in pod_rules for ph in r.match.phase or ())
         pool = (p for p in pool if p.phase in phases)
     return sorted(pool, key=lambda p: p.key)
-
-
-def _node_actions(
-    *,
-    rule: schema.Rule,
-    node: Node,
-    finding: matching.NodeFinding,
-    incident: str,
-    view: ClusterView,
-    gpu: schema.GpuPolicy,
-) -> Iterator[Proposal]:
-    what = matching.describe(node, finding)
-    ref = node_ref(node)
-    name, where = rule.name, node.name
-
-    def prop(action: actions.Action, *, guard: str = "", detail: str = "", fence: bool = False) -> Proposal:
-        return Proposal(action=action, rule=rule, node=where, guard=guard, detail=detail, needs_fence=fence)
-
-    for spec in rule.actions:
-        if spec.cordon is not None and not node.unschedulable:
-            yield prop(actions.Cordon(target=ref, rule=name, incident=incident, reason=what))
-        if spec.uncordon is not None and node.cordoned_by_healer:
-            by = node.annotations.get(names.CORDONED_BY, "")
-            if not spec.uncordon.cordoned_by or by in spec.uncordon.cordoned_by:
-                why = f"{what}; healer cordoned it ({by})"
-                yield prop(actions.Uncordon(target=ref, rule=name, incident=incident, reason=why))
-        if spec.taint is not None:
-            t = spec.taint
-            if not any(x.key == t.key and x.effect == t.effect for x in node.taints):
-                yield prop(
-                    actions.AddTaint(
-                        target=ref,
-                        rule=name,
-                        incident=incident,
-                        reason=what,
-                        key=t.key,
-                        effect=t.effect,
-                        value=t.value,
-                    )
-                )
-        if spec.untaint is not None and node.has_taint(spec.untaint.key):
-            key = spec.untaint.key
-            yield prop(actions.RemoveTaint(target=ref, rule=name, incident=incident, reason=what, key=key))
-        if spec.set_condition is not None:
-            c = spec.set_condition
-            cur = node.condition(c.type)
-            if cur is None or cur.status.value != c.status or cur.reason != c.reason:
-                yield prop(
-                    actions.SetCondition(
-                        target=ref,
-                        rule=name,
-                        incident=incident,
-                        reason=what,
-                        type=c.type,
-                        status=c.status,
-                        cond_reason=c.reason,
-                        message=c.message,
-                    )
-                )
-        if spec.release_pods is not None and node.ready.value != "True":  # never on a live node
-            for pod in sorted(view.pods_on(node.name), key=lambda p: p.key):
-                verdict = release.force_delete(pod=pod, node=node, view=view)
-                if verdict is None:
-                    continue
-                action = actions.ForceDelete(target=pod.ref, rule=name, incident=incident, reason=verdict.why)
-                if verdict.allowed:
-                    yield prop(action)
-                else:
-                    yield prop(action, guard="eligibility", detail=verdict.why, fence=verdict.needs_fence)
-        if spec.evict_gpu_pods is not None:
-            others = release.gpu_nodes_left(view=view, excluding=node.name)
-            for pod in sorted(view.pods_on(node.name), key=lambda p: p.key):
-                verdict = release.evict_gpu_pod(pod=pod)
-                if verdict is None:
-                    continue
-                evict = actions.Evict(target=pod.ref, rule=name, incident=incident, reason=verdict.why)
-                if not verdict.allowed:
-                    yield prop(evict, guard="eligibility", detail=verdict.why)
-                elif not others and gpu.last_gpu_node == "keep":
-                    why = f"no other node can run GPU pods; {pod.name} stays on {node.name}"
-                    yield prop(evict, guard="last-gpu-node", detail=why)
-                else:
-                    yield prop(evict)
-
-
-def _pod_actions(*, rule: schema.Rule, pod: Pod, incident: str, now: datetime) -> Iterator[Proposal]:
-    at = matching.pod_finished_at(pod)
-    since = f" {matching.ago(now - at)} ago" if at else ""
-    first = pod.message.split(".")[0].strip()
-    why = f"{pod.phase}/{pod.reason or '-'}{since}" + (f": {first}" if first else "")
-    for spec in rule.actions:
-        if spec.delete is not None and not pod.terminating:
-            action = actions.Delete(target=pod.ref, rule=rule.name, incident=incident, reason=why)
-            yield Proposal(action=action, rule=rule, node=pod.node_name)
 
 
 def _incident(rule: schema.Rule, node: str) -> str:
@@ -197,12 +99,15 @@ def plan(
                 if found is None:
                     continue
                 incident = _incident(rule, n.name)
-                made = list(
-                    _node_actions(
-                        rule=rule, node=n, finding=found, incident=incident, view=view, gpu=rules.gpu
-                    )
+                subject = remedies.NodeSubject(
+                    rule=rule,
+                    node=n,
+                    incident=incident,
+                    what=matching.describe(n, found),
+                    view=view,
+                    gpu=rules.gpu,
                 )
-                proposals.extend(made)
+                proposals.extend(remedies.for_node(subject))
                 findings.append(story.Finding(rule=rule, incident=incident, node=n, node_finding=found))
         else:
             if pods is None:
@@ -211,7 +116,7 @@ def plan(
                 if not matching.pod_matches(rule, pod, now=now):
                     continue
                 incident = _incident(rule, pod.node_name)
-                proposals.extend(_pod_actions(rule=rule, pod=pod, incident=incident, now=now))
+                proposals.extend(remedies.for_pod(rule=rule, pod=pod, incident=incident, now=now))
                 findings.append(story.Finding(rule=rule, incident=incident, pod=pod))
     ctx = guards.Context(
         view=view,
