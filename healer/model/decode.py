@@ -69,7 +69,8 @@ class _Shared:
         return value
 
 
-_SHARED = _Shared(16384)
+_SHARED = _Shared(16384)  # label and annotation maps, owners
+_TIMES = _Shared(16384)  # timestamps: many are unique, so they must not crowd out the maps
 
 
 def parse_time(value: object) -> datetime | None:
@@ -79,7 +80,7 @@ def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         raise DecodeError(f"not a timestamp: {value!r}")
     try:
-        return _SHARED.get(value, datetime.fromisoformat(value))
+        return _TIMES.get(value, datetime.fromisoformat(value))
     except ValueError as e:
         raise DecodeError(f"not a timestamp: {value!r}") from e
 
