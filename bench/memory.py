@@ -1,0 +1,226 @@
+"""Resident memory: a node agent on a 110-pod node, and a leader holding 5,000 nodes / 150,000 pods.
+
+Why: the agent runs on every node, so its memory is paid N times and its limit must stay small
+(goal: RSS <= 64 MiB; node-problem-detector asks 80 Mi). The leader holds the whole cluster's
+view: at 150,000 pods a careless object layout costs gigabytes (a full pod dict is ~23 KiB).
+
+Figures (KiB from /proc/<pid>/status, VmRSS and VmHWM = peak):
+  agent    a real `healer run --node N` process (see `bench/agent_process.py`: shipped rules,
+           leader election on, development-only packages hidden as in the image) against the
+           fake API serving its node and 110 realistic pods: RSS once /readyz is 200, and again
+           after it has run for --settle seconds. Being the only candidate it also wins the Lease,
+           so this includes the (tiny) cluster view too: an upper bound for a non-leader.
+  imports  the same process's import set layer by layer, in a fresh interpreter: what each
+           layer adds to RSS (where a smaller agent would come from)
+  leader   a fresh interpreter imports what `healer run` imports, then decodes a synthetic
+           5,000-node / 150,000-pod cluster into the runtime's `Store` (`bench/synth.py`) and
+           takes one `Store.view()` snapshot: RSS before, after filling (and per pod), after
+           the snapshot.
+
+Run: .venv/bin/python bench/memory.py [--nodes 5000] [--pods-per-node 30] [--settle 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench import agent_process, common  # noqa: E402
+
+# The leader measured by this bench at 6d2415c, before decode shared repeated values (fc11101);
+# kept so the JSON shows before and after side by side.
+LEADER_BEFORE_SHARING = {
+    "commit": "6d2415c",
+    "when": "2026-11-27T04:53:45+00:00",
+    "imports_rss_kib": 95208,
+    "filled_rss_kib": 375940,
+    "snapshot_rss_kib": 389488,
+    "bytes_per_pod": 1916,
+}
+AGENT_PODS = 110
+AGENT_GOAL_MIB = 64.0
+HIDE = f"import sys; sys.modules.update(dict.fromkeys({agent_process.DEV_ONLY!r}))"
+RUN_IMPORTS = (
+    "import healer.cli, healer.runtime.daemon, healer.effects.live, healer.effects.dryrun, "
+    "healer.runtime.leader, healer.kube.client, healer.gpu.agent; "
+    "from kubernetes_asyncio import client, config; from kubernetes_asyncio.client import rest"
+)
+LAYERS: tuple[tuple[str, str], ...] = (
+    ("python", "pass"),
+    ("asyncio, aiohttp, orjson, structlog", "import asyncio, aiohttp, orjson, structlog"),
+    ("+ rules (pydantic, yaml)", "import healer.rules.loading"),
+    ("+ prometheus_client", "import prometheus_client"),
+    ("+ healer.runtime.daemon (notify: apprise)", "import healer.cli, healer.runtime.daemon"),
+    ("+ effects, leader, kube, gpu (pynvml)", RUN_IMPORTS.split("; from")[0]),
+    ("+ kubernetes_asyncio client/config", RUN_IMPORTS),
+)
+
+_RSS = "int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+
+
+def _run(code: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{HIDE}\n{code}"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def import_layers() -> list[tuple[str, int, int]]:
+    """(layer, RSS KiB after it, modules loaded) in one fresh interpreter, layer by layer."""
+    code = "import json, sys\nrows = []\n"
+    for label, stmt in LAYERS:
+        code += f"{stmt}\nrows.append(({label!r}, {_RSS}, len(sys.modules)))\n"
+    code += "print(json.dumps(rows))"
+    return [tuple(r) for r in _run(code)]
+
+
+LEADER = """
+import gc, json, sys, time
+sys.path.insert(0, {root!r})
+{imports}
+from bench import synth
+from healer.runtime.store import Store
+from healer.runtime.daemon import CLUSTER_RESOURCES
+def rss():
+    return {rss}
+gc.collect()
+before = rss()
+store = Store(resources=CLUSTER_RESOURCES)
+t0 = time.process_time()
+counts = synth.fill_store(store, nodes={nodes}, pods_per_node={ppn}, not_ready={nr})
+fill_cpu = time.process_time() - t0
+gc.collect()
+filled = rss()
+view = store.view()
+gc.collect()
+snap = rss()
+peak = int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])
+out = dict(before=before, filled=filled, snapshot=snap, peak=peak, counts=counts, fill_cpu_s=fill_cpu)
+print(json.dumps(out))
+"""
+
+
+def leader(nodes: int, pods_per_node: int) -> dict[str, Any]:
+    code = LEADER.format(
+        root=str(REPO_ROOT),
+        imports=RUN_IMPORTS,
+        rss=_RSS,
+        nodes=nodes,
+        ppn=pods_per_node,
+        nr=max(1, nodes // 100),
+    )
+    result: dict[str, Any] = _run(code)
+    return result
+
+
+async def agent(settle_s: float) -> dict[str, int | float]:
+    async with (
+        agent_process.fake_cluster(pods=AGENT_PODS) as kubeconfig,
+        agent_process.healer_run(kubeconfig=kubeconfig) as a,
+    ):
+        ready = agent_process.proc_status(a.pid)
+        await asyncio.sleep(settle_s)
+        settled = agent_process.proc_status(a.pid)
+    return {
+        "ready_rss_kib": ready["VmRSS"],
+        "settled_rss_kib": settled["VmRSS"],
+        "peak_rss_kib": settled["VmHWM"],
+        "rss_anon_kib": settled["RssAnon"],
+        "rss_file_kib": settled["RssFile"],
+        "threads": settled["Threads"],
+        "ready_s": round(a.ready_s, 3),
+    }
+
+
+def mib(kib: float) -> float:
+    return kib / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nodes", type=int, default=5000)
+    p.add_argument("--pods-per-node", type=int, default=30)
+    p.add_argument("--settle", type=float, default=3.0)
+    args = p.parse_args(argv)
+
+    ag = asyncio.run(agent(args.settle))
+    met = mib(ag["settled_rss_kib"]) <= AGENT_GOAL_MIB
+    common.table(
+        f"node agent: healer run, {AGENT_PODS} pods (goal <= {AGENT_GOAL_MIB:.0f} MiB)",
+        ["when", "RSS MiB", "peak MiB", "goal"],
+        [
+            ["ready", mib(ag["ready_rss_kib"]), "", ""],
+            [
+                f"after {args.settle:g}s",
+                mib(ag["settled_rss_kib"]),
+                mib(ag["peak_rss_kib"]),
+                "met" if met else "NOT MET",
+            ],
+        ],
+    )
+    layers = import_layers()
+    rows, prev = [], 0
+    for label, kib, mods in layers:
+        rows.append([label, mib(kib), mib(kib - prev) if prev else "", mods])
+        prev = kib
+    common.table(
+        "import layers of healer run (fresh interpreter)", ["layer", "RSS MiB", "+MiB", "modules"], rows
+    )
+
+    ld = leader(args.nodes, args.pods_per_node)
+    pods = ld["counts"]["pods"]
+    per_pod = (ld["filled"] - ld["before"]) * 1024 / pods
+    common.table(
+        f"leader: {ld['counts']['nodes']:,} nodes / {pods:,} pods in the Store",
+        ["stage", "RSS MiB"],
+        [
+            ["imports done", mib(ld["before"])],
+            ["store filled", mib(ld["filled"])],
+            ["+ one view snapshot", mib(ld["snapshot"])],
+            ["peak", mib(ld["peak"])],
+            ["bytes per pod (filled - imports)", per_pod],
+            [f"  before sharing ({LEADER_BEFORE_SHARING['commit']})", LEADER_BEFORE_SHARING["bytes_per_pod"]],
+        ],
+    )
+    path = common.write_results(
+        "memory",
+        inputs={
+            "agent_pods": AGENT_PODS,
+            "settle_s": args.settle,
+            "leader_nodes": ld["counts"]["nodes"],
+            "leader_pods": pods,
+            "leader_pvcs": ld["counts"]["pvcs"],
+            "dev_only_hidden": list(agent_process.DEV_ONLY),
+            "units": "KiB from /proc/<pid>/status",
+        },
+        figures={
+            "agent": ag,
+            "agent_rss_mib": round(mib(ag["settled_rss_kib"]), 1),
+            "import_layers_kib": {label: {"rss": kib, "modules": mods} for label, kib, mods in layers},
+            "leader": {
+                "imports_rss_kib": ld["before"],
+                "filled_rss_kib": ld["filled"],
+                "snapshot_rss_kib": ld["snapshot"],
+                "peak_rss_kib": ld["peak"],
+                "bytes_per_pod": round(per_pod),
+                "fill_cpu_s": round(ld["fill_cpu_s"], 1),
+            },
+            "leader_before_sharing": LEADER_BEFORE_SHARING,
+            "leader_saved_fraction": round(1 - per_pod / LEADER_BEFORE_SHARING["bytes_per_pod"], 2),
+        },
+        targets={"agent_rss_mib": AGENT_GOAL_MIB, "met": met},
+    )
+    print(f"results: {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
