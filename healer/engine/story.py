@@ -44,6 +44,9 @@ _LABEL = {
 }
 
 
+_DOES = {"cordon": "no new pods are scheduled there", "uncordon": "schedulable again"}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
     """A rule that matched a node (with its condition) or a pod."""
@@ -91,7 +94,7 @@ def _action_facts(props: Sequence[Proposal], ctx: guards.Context) -> list[tuple[
     for p in sorted(props, key=lambda p: planning_order(p.action)):
         a = p.action
         if not p.held:
-            facts.append((_LABEL.get(a.verb, a.verb), f"{_subject(a)}: {a.reason}"))
+            facts.append((_LABEL.get(a.verb, a.verb), f"{_subject(a)}: {_DOES.get(a.verb, a.reason)}"))
         elif p.guard in ("eligibility", "last-gpu-node"):
             label = "Not released" if isinstance(a, actions.ForceDelete) else "Not evicted"
             refused.append((label, f"{_subject(a)}: {p.detail}"))
