@@ -148,7 +148,7 @@ def _machine() -> dict[str, Any]:
 
 
 async def main(*, window_after_marked_s: float, deadline_s: float, write: bool) -> dict[str, Any]:
-    cp = ControlPlane(timings=UPSTREAM_TIMINGS)
+    cp = ControlPlane.isolated(timings=UPSTREAM_TIMINGS)
     cp.build()
     started = time.monotonic()
     cp.up()

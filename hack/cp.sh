@@ -165,7 +165,8 @@ up() {
 		port_free "$port" || die "port $port is in use; set CP_*_PORT (see hack/cp.sh header)"
 	done
 	mkdir -p "$CP_DIR"/{logs,pids,etcd}
-	pki
+	# Keep CA, token and kubeconfig across restarts: clients built before a reset stay valid.
+	grep -qs "server: https://127.0.0.1:$APISERVER_PORT$" "$KUBECONFIG_PATH" && [[ -f $PKI/tokens.csv ]] || pki
 	local token
 	token=$(cut -d, -f1 "$PKI/tokens.csv")
 

@@ -25,10 +25,13 @@ from kubernetes_asyncio import client, config  # noqa: E402
 
 from tests.support.controlplane import FAST_TIMINGS, ControlPlane  # noqa: E402
 
+# Older name, still imported by some tests; ControlPlane now has reset() itself.
+E2EControlPlane = ControlPlane
+
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    cp = ControlPlane(timings=FAST_TIMINGS)
+    cp = ControlPlane.isolated(timings=FAST_TIMINGS)
     cp.build()  # raises ControlPlaneError with the Go error: never a skip
     atexit.register(cp.down)  # in case the interpreter dies before pytest's teardown runs
     try:

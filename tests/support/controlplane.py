@@ -10,7 +10,9 @@ profile, so a test states which timings it relies on.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,17 @@ UPSTREAM_TIMINGS = Timings()
 FAST_TIMINGS = Timings(node_grace_s=20, node_monitor_period_s=2, toleration_s=10, lease_duration_s=12)
 
 
+def _free_ports(count: int) -> list[str]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [str(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @dataclass(slots=True)
 class ControlPlane:
     """One control plane under ``cp_dir``; every method is a blocking call to hack/cp.sh."""
@@ -53,6 +66,16 @@ class ControlPlane:
     cp_dir: Path = field(default_factory=lambda: Path(os.environ.get("CP_DIR", "/tmp/healer-cp")))
     extra_env: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 3600.0
+
+    @classmethod
+    def isolated(cls, *, timings: Timings) -> ControlPlane:
+        """A control plane in its own temp dir on free ports, so concurrent sessions cannot collide
+        (``cp.sh up`` starts with ``down``: two sessions sharing CP_DIR would kill each other)."""
+        cp_dir = Path(tempfile.mkdtemp(prefix="healer-cp-"))
+        names = ("CP_APISERVER_PORT", "CP_ETCD_PORT", "CP_ETCD_PEER_PORT", "CP_KCM_PORT", "CP_SCHEDULER_PORT")
+        return cls(
+            timings=timings, cp_dir=cp_dir, extra_env=dict(zip(names, _free_ports(len(names)), strict=True))
+        )
 
     @property
     def kubeconfig(self) -> Path:
