@@ -280,10 +280,11 @@ async def _events(lines: AsyncIterator[bytes], res: Resource, state: _State) -> 
                 log.warning("watch skipped undecodable object", resource=res.name, error=str(e))
                 state.rv = rv
                 continue
+            key = (meta.get("namespace", ""), meta["name"])
             if change is events.Change.DELETED:
-                known.pop(_key(meta), None)
+                known.pop(key, None)
             else:
-                known[_key(meta)] = (rv, item)
+                known[key] = (rv, item)
             state.rv = rv
             state.progress = True
             yield make(change, item)

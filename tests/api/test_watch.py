@@ -350,3 +350,17 @@ async def test_list_items_without_metadata_are_skipped(
     rec = start()
     await rec.until(listed(rec), what="Listed")
     assert rec.changes() == [("ADDED", "a")]
+
+
+async def test_a_namespaced_watch_sees_only_its_namespace(
+    fake: fakeapi.FakeApi, start: Callable[..., Recorder]
+) -> None:
+    fake.put("pods", fakeapi.pod("mine", namespace="apps"))
+    fake.put("pods", fakeapi.pod("other", namespace="kube-system"))
+    rec = start(kind="Pod", namespace="apps")
+    await rec.until(listed(rec), what="Listed")
+    fake.put("pods", fakeapi.pod("late", namespace="apps"))
+    fake.put("pods", fakeapi.pod("late", namespace="kube-system"))
+    await rec.until(lambda: ("ADDED", "apps/late") in rec.changes(), what="late pod")
+    assert rec.changes() == [("ADDED", "apps/mine"), ("ADDED", "apps/late")]
+    assert {r.path for r in fake.requests} == {"/api/v1/namespaces/apps/pods"}
