@@ -12,7 +12,7 @@ Time zero is `FakeNvml.inject_xid(0, 79)`. Reported per run (seconds):
   taint      the engine's taint write returned
   cordon     the cordon write returned
   seen       a separate client sees the taint on the Node (the figure the target is for)
-Target: seen within 2 s. Results: bench/results/gpu_latency.json.
+Target: seen within 2 s. Results: bench/results/gpu_latency.json (one entry per target).
 
 Run: .venv/bin/python bench/gpu_latency.py [--runs 10] [--target fake|cp]
 """
@@ -237,7 +237,14 @@ def main() -> int:
     out["meets_target"] = ok
     print(f"target: taint seen within {TARGET_S} s -> {'met' if ok else 'NOT met'}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1))
+    try:  # one file, one entry per target (fake API, real control plane)
+        previous = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    if not isinstance(previous, dict) or "runs" in previous:
+        previous = {}
+    previous[out["target"]] = out
+    RESULTS.write_text(json.dumps(previous, indent=1))
     print(f"wrote {RESULTS.relative_to(REPO_ROOT)}")
     return 0
 
