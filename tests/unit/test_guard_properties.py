@@ -171,3 +171,13 @@ def test_plans_are_deterministic_and_carrying_one_out_leaves_nothing_new(v: Clus
     state = EngineState().after(outcomes=applied(first), now=NOW)
     second = plan(apply(v, first), state=state)  # same moment: no rule's `for` newly elapsed
     assert second.actions == (), second.actions
+
+
+@SETTINGS
+@given(clusters())
+def test_one_message_per_incident_and_every_action_has_one(v: ClusterView) -> None:
+    p = plan(v)
+    told = [a.incident for a in p.actions if isinstance(a, actions.Notify)]
+    assert len(told) == len(set(told))
+    assert all(a.incident for a in p.actions)
+    assert all(h.action.incident and h.guard for h in p.held)
