@@ -364,3 +364,18 @@ async def test_a_namespaced_watch_sees_only_its_namespace(
     await rec.until(lambda: ("ADDED", "apps/late") in rec.changes(), what="late pod")
     assert rec.changes() == [("ADDED", "apps/mine"), ("ADDED", "apps/late")]
     assert {r.path for r in fake.requests} == {"/api/v1/namespaces/apps/pods"}
+
+
+async def test_a_silent_watch_is_abandoned_after_the_inactivity_timeout(
+    fake: fakeapi.FakeApi, start: Callable[..., Recorder]
+) -> None:
+    """A half-open connection looks like a quiet cluster; the inactivity timeout tells them apart."""
+    fake.put("nodes", fakeapi.node("a"))
+    rec = start(timeout_seconds=300, inactivity_timeout=0.3)
+    await rec.until(listed(rec), what="Listed")
+    await rec.until(lambda: len(watches(fake)) >= 2, what="a new watch after 0.3 s of silence")
+    await rec.until(listed(rec, 2), what="resynced")
+    assert ("nodes", "unreachable") in rec.restarts
+    assert rec.count(events.Disconnected) >= 1
+    fake.put("nodes", fakeapi.node("b"))
+    await rec.until(lambda: ("ADDED", "b") in rec.changes(), what="b")
