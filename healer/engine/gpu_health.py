@@ -22,7 +22,9 @@ reset was seen" means one of: the NVML source reported `GpuSignalKind.RESET` (th
 answered again after it was lost, its volatile ECC counters or its energy counter restarted,
 a pending row remap or page retirement was applied, or the recovery action went back to 0),
 or the node booted after the fault began (`boot_time`, which covers a fault inherited
-from the node condition after the agent restarted). When the last fault clears the condition
+from the node condition after the agent restarted), or an operator annotated the node
+`healer.io/gpu-reset-at` with a time after the fault began (a reset done while healer was
+stopped, which no counter can show to a fresh process). When the last fault clears the condition
 goes back to True; if the node then offers fewer `nvidia.com/gpu` than it has, the NVIDIA
 device plugin left the device unhealthy, so its pod on this node is deleted (its DaemonSet
 recreates it and the new one re-registers the healthy device).
@@ -67,7 +69,11 @@ NEEDS_RESET = frozenset({GpuClass.RESET, GpuClass.REBOOT, GpuClass.RMA})
 
 ADVICE: Mapping[GpuClass, str] = MappingProxyType(
     {
-        GpuClass.RESET: "reset the GPU (drain it, then nvidia-smi -r -i {index}) or reboot the node",
+        GpuClass.RESET: (
+            "reset the GPU (drain it, stop what holds NVML, then nvidia-smi -r -i {index}) or reboot the"
+            " node (a reset healer did not watch counts once the node is annotated"
+            f" {names.GPU_RESET_AT}=<RFC 3339 time>)"
+        ),
         GpuClass.REBOOT: "reboot (power-cycle) the node",
         GpuClass.RMA: "the GPU needs replacing (RMA): contact the vendor with nvidia-bug-report.sh output",
         GpuClass.UNKNOWN: "look the error up in NVIDIA's XID catalog; healer takes no action",
@@ -287,6 +293,7 @@ def step(
     """Apply `signals` (in order), then decide the condition and any recovery action."""
     notes: list[Note] = []
     actions: list[Action] = []
+    state = _operator_reset(state, node=node, notes=notes)
     for signal in signals:
         state = _apply(state, signal, policy=policy, notes=notes, actions=actions)
     window_start = now - policy.repeat.window
@@ -399,6 +406,36 @@ def _apply(
         fault = replace(fault, cls=cls, reason=reason, detail=detail)
     last_seen = max(fault.last_seen, signal.at)
     return _put(state, replace(fault, last_seen=last_seen, reset_seen=fault.cls not in NEEDS_RESET))
+
+
+def _operator_reset(state: GpuHealth, *, node: Node | None, notes: list[Note]) -> GpuHealth:
+    """`healer.io/gpu-reset-at` on the node: an operator says the GPUs were reset at that time."""
+    raw = node.annotations.get(names.GPU_RESET_AT) if node is not None else None
+    if not raw or all(f.reset_seen for f in state.faults):
+        return state
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        notes.append(
+            Note(level="warning", event="unreadable annotation", fields=((names.GPU_RESET_AT, raw),))
+        )
+        return state
+    if at.tzinfo is None:
+        notes.append(
+            Note(level="warning", event="annotation needs a time zone", fields=((names.GPU_RESET_AT, raw),))
+        )
+        return state
+    for fault in state.faults:
+        if not fault.reset_seen and at >= fault.since:
+            notes.append(
+                Note(
+                    level="info",
+                    event="gpu reset reported by operator",
+                    fields=(("gpu", str(fault.gpu.index)),),
+                )
+            )
+            state = _put(state, replace(fault, reset_seen=True))
+    return state
 
 
 def _recovered(fault: Fault, *, at: datetime, policy: GpuPolicy) -> bool:

@@ -14,6 +14,7 @@ FENCED: Final = "healer.io/fenced"  # annotation "true": an operator confirmed t
 PROTECTED: Final = "healer.io/protected"  # label "true": alerts only, never remediated
 REMEDIATIONS: Final = "healer.io/remediations"  # annotation: JSON list of RFC 3339 times of remediations
 GPU_UNHEALTHY_TAINT: Final = "healer.io/gpu-unhealthy"
+GPU_RESET_AT: Final = "healer.io/gpu-reset-at"  # annotation: RFC 3339 time an operator reset the GPUs
 GPU_CONDITION: Final = "GPUHealthy"
 EVENT_REASON_PREFIX: Final = "Healer"
 

@@ -2,11 +2,12 @@
 
 The node role of `healer.runtime.daemon.Daemon` (own-node watches, node-scoped engine, live
 executor) runs next to the GPU agent (`healer.gpu.agent.GpuAgent` on an `NvmlSource` over
-`FakeNvml`, in place of the daemon's own agent on the real pynvml), both talking real HTTP to whatever API the kubeconfig names: the real control
-plane in e2e, `tests/api/fakeapi.FakeApi` otherwise. The agent reads the node role's view
-(its node's GPUHealthy condition, allocatable GPUs, the device plugin pod) exactly as the
-runtime is meant to wire it. `TimedExecutor` stamps every outcome with a monotonic time so
-the bench can measure XID -> quarantine.
+`FakeNvml`, in place of the daemon's own agent on the real pynvml), both talking real HTTP
+to whatever API the kubeconfig names: the real control plane in e2e,
+`tests/api/fakeapi.FakeApi` otherwise. The agent reads the node role's view (its node's
+GPUHealthy condition, allocatable GPUs, the device plugin pod) as the runtime wires it.
+`TimedExecutor` stamps every outcome with a monotonic time so the bench can measure
+XID -> quarantine.
 """
 
 from __future__ import annotations

@@ -422,3 +422,51 @@ def test_xid_154_defers_to_the_polled_recovery_action() -> None:
     step = gpu_health.step(state=healthy_start(), signals=[xid(154)], policy=POLICY, now=T0)
     assert step.actions == ()
     assert step.state.healthy
+
+
+def _inherited(message: str, reason: str) -> gpu_health.GpuHealth:
+    node = Node(
+        name=NODE,
+        conditions=(
+            Condition(
+                type=names.GPU_CONDITION,
+                status=ConditionStatus.FALSE,
+                reason=reason,
+                message=message,
+                last_transition=T0,
+            ),
+        ),
+    )
+    return gpu_health.start(node=NODE, gpus=[GPU0, GPU1], now=at(60), current=node)
+
+
+def test_operator_annotation_after_the_fault_counts_as_reset() -> None:
+    (cond,) = conditions(gpu_health.step(state=healthy_start(), signals=[xid(48)], policy=POLICY, now=T0))
+    assert names.GPU_RESET_AT in cond.message  # the operator is told how
+    state = _inherited(cond.message, cond.cond_reason)
+    stale = Node(name=NODE, annotations={names.GPU_RESET_AT: (T0 - timedelta(days=1)).isoformat()})
+    before = gpu_health.step(
+        state=state, signals=[sig(GpuSignalKind.HEALTHY, at=at(900))], policy=POLICY, now=at(900), node=stale
+    )
+    assert before.actions == ()  # a reset before the fault is no evidence
+    acked = Node(name=NODE, annotations={names.GPU_RESET_AT: "2026-11-27T04:10:00Z"})
+    after = gpu_health.step(
+        state=before.state,
+        signals=[sig(GpuSignalKind.HEALTHY, at=at(960))],
+        policy=POLICY,
+        now=at(960),
+        node=acked,
+    )
+    assert conditions(after)[0].status == "True"
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-11-27T04:10:00"])
+def test_unusable_reset_annotation_is_ignored_with_a_warning(value: str) -> None:
+    (cond,) = conditions(gpu_health.step(state=healthy_start(), signals=[xid(48)], policy=POLICY, now=T0))
+    state = _inherited(cond.message, cond.cond_reason)
+    node = Node(name=NODE, annotations={names.GPU_RESET_AT: value})
+    step = gpu_health.step(
+        state=state, signals=[sig(GpuSignalKind.HEALTHY, at=at(900))], policy=POLICY, now=at(900), node=node
+    )
+    assert step.actions == ()
+    assert [n.level for n in step.notes if "annotation" in n.event] == ["warning"]
