@@ -114,8 +114,6 @@ def _action_facts(props: Sequence[Proposal], ctx: guards.Context) -> list[tuple[
     manual = [p for p in props if p.guard in ("budget", "protected", "storm") and _by_hand(p.action)]
     if manual:
         cmds = list(dict.fromkeys(_by_hand(p.action) for p in manual))
-        if any(p.needs_fence for p in props):
-            cmds.insert(0, "# only once the node is confirmed powered off for StatefulSet/volume pods")
         facts.append(("By hand", "; ".join(cmds)))
     for name in sorted({p.node for p in props if p.guard == "budget"}):
         facts.append(
