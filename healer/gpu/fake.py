@@ -198,6 +198,8 @@ class FakeNvml:
     def nvmlEventSetWait_v2(self, event_set: SimpleNamespace, timeout_ms: int) -> Any:
         """Blocks like the real call: an event, `Timeout` after `timeout_ms`, or an injected error."""
         self.waits += 1
+        if any(self.gpus[h].lost for h in event_set.handles):
+            raise pynvml.NVMLError_GpuIsLost()  # as long as a registered GPU is gone
         try:
             item = event_set.q.get(timeout=timeout_ms / 1000)
         except queue.Empty:
@@ -271,12 +273,12 @@ class FakeNvml:
         self.gpus[handle].recovery_action = action
 
     def lose_gpu(self, handle: int) -> None:
-        """The GPU falls off the bus: every call on it and every wait raises GpuIsLost."""
+        """The GPU falls off the bus: every call on it, and every wait on a set it is in, raises GpuIsLost."""
         self.gpus[handle].lost = True
         with self._lock:
             sets = list(self._sets)
         for event_set in sets:
-            event_set.q.put(pynvml.NVMLError_GpuIsLost())
+            event_set.q.put(pynvml.NVMLError_GpuIsLost())  # wakes a waiter at once
 
     def remove_gpu(self, handle: int) -> None:
         """The GPU disappears from enumeration (device count drops)."""

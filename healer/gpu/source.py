@@ -270,18 +270,28 @@ class NvmlSource:
     # -- the event thread -------------------------------------------------------------------------
     def _wait_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         nvml = self._nvml
+        failing = False
         while not self._stop.is_set():
             try:
                 event = nvml.nvmlEventSetWait_v2(self._set, self._wait_ms)
             except nvml.NVMLError_Timeout:
+                if failing:
+                    log.info("nvml event wait works again", node=self.node)
+                failing = False
                 continue
             except nvml.NVMLError as e:
-                # GpuIsLost / Unknown: the poll names the GPU; back off so a dead GPU is no busy loop
-                log.warning("nvml event wait failed", node=self.node, reason=_error_name(e))
-                if not self._hand_over(loop, _POLL_NOW):
-                    return
-                self._stop.wait(min(self._poll_interval, 1.0))
+                # GpuIsLost / Unknown: a poll now names the GPU; then retry quietly at the poll
+                # interval (the regular polls report it meanwhile): no busy loop, no log flood
+                if not failing:
+                    log.warning("nvml event wait failed", node=self.node, reason=_error_name(e))
+                    if not self._hand_over(loop, _POLL_NOW):
+                        return
+                failing = True
+                self._stop.wait(self._poll_interval)
                 continue
+            if failing:
+                log.info("nvml event wait works again", node=self.node)
+            failing = False
             for item in self._event_items(event):
                 if not self._hand_over(loop, item):
                     return

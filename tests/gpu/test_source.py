@@ -287,3 +287,23 @@ async def test_real_pynvml_without_driver_is_off_not_a_crash() -> None:
         await source.aclose()
         return
     assert [e["event"] for e in logs] == ["gpu watcher off: NVML unavailable"]
+
+
+async def test_a_lost_gpu_is_reported_every_poll_but_logged_once() -> None:
+    nvml = fake(1)
+    source = NvmlSource.open(node=NODE, nvml=nvml, poll_interval=0.05, wait_timeout_ms=50)
+    assert source is not None
+    async with source:
+        it = source.signals()
+        await next_batch(it)
+        with structlog.testing.capture_logs() as logs:
+            nvml.lose_gpu(0)
+            lost = 0
+            async with asyncio.timeout(5):
+                while lost < 5:  # five polls that each find it lost
+                    lost += kinds(await anext(it)).count(K.GPU_LOST)
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["nvml event wait failed"]
+        nvml.reset_gpu(0)
+        await batch_with(it, K.RESET)
+        await it.aclose()
+    assert not source.thread_alive
