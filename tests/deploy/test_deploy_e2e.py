@@ -10,10 +10,19 @@ as the ServiceAccount itself, through impersonation.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -112,6 +121,14 @@ async def _healer_pods(api: client.ApiClient) -> list[Any]:
         NAMESPACE, label_selector="app.kubernetes.io/name=healer"
     )
     return list(pods.items)
+
+
+def _agent() -> dict[str, Any]:
+    """The plain DaemonSet, as rendered."""
+    (agent,) = [
+        m for m in render.render(ROOT / "deploy") if render.key(m)[1:] == ("DaemonSet", NAMESPACE, "healer")
+    ]
+    return agent
 
 
 def _running(pod: Any) -> bool:
@@ -288,3 +305,153 @@ async def test_service_account_can_do_what_healer_needs_and_nothing_else(
     assert await _status_as_healer(kube, "DELETE", "/api/v1/nodes/styx") == 403
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": []}}
     assert await _status_as_healer(kube, "POST", "/api/v1/namespaces/default/pods", body=pod) == 403
+
+
+# --- the real daemon, with nothing but the ServiceAccount's rights ----------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kubeconfig_for(admin_kubeconfig: Path, *, token: str, path: Path) -> Path:
+    config = yaml.safe_load(admin_kubeconfig.read_text())
+    config["users"] = [{"name": "healer", "user": {"token": token}}]
+    config["contexts"] = [
+        {"name": "healer", "context": {"cluster": config["clusters"][0]["name"], "user": "healer"}}
+    ]
+    config["current-context"] = "healer"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {k: int(v.split()[0]) for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(.+)$", status, flags=re.M)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _limit_kib(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * {"Mi": 1024, "Gi": 1024 * 1024}[unit]
+
+
+async def test_the_daemon_heals_with_only_its_service_account(
+    control_plane: ControlPlane, kube: client.ApiClient, tmp_path: Path
+) -> None:
+    """`healer run` with the DaemonSet's environment and a token of its ServiceAccount: it gets
+    ready, wins the Lease, and cordons a NotReady node (patch, Event) without one 403."""
+    control_plane.reset()
+    cluster = await build_oceanid(kube, agents=control_plane)
+    warnings = await apply_deploy(kube)
+    assert {name: w for name, w in warnings.items() if w} == {}
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    }
+    token_review, _, _ = await _call(
+        kube, "POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/healer/token", body=request
+    )
+    kubeconfig = _kubeconfig_for(
+        control_plane.kubeconfig, token=token_review["status"]["token"], path=tmp_path / "kubeconfig"
+    )
+    (agent,) = [
+        m for m in render.render(ROOT / "deploy") if render.key(m)[1:] == ("DaemonSet", NAMESPACE, "healer")
+    ]
+    container = agent["spec"]["template"]["spec"]["containers"][0]
+    port = _free_port()
+    pod_name = "healer-e2e-tethys"
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "NODE_NAME": cluster.control_plane_node,
+        "POD_NAME": pod_name,
+        "POD_NAMESPACE": NAMESPACE,
+        **{e["name"]: e["value"] for e in container["env"] if "value" in e},
+        # the DaemonSet's paths, made local: its port and files are not available here
+        "HEALER_HTTP_PORT": str(port),
+        "HEALER_RULES_DIR": str(ROOT / "rules"),
+        "HEALER_NOTIFY_URLS_FILE": str(tmp_path / "no-such-urls"),
+    }
+    log_path = tmp_path / "healer.log"
+    healer = shutil.which("healer", path=str(Path(sys.executable).parent)) or "healer"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            healer,
+            "run",
+            "--kubeconfig",
+            str(kubeconfig),
+            env=environment,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def answers(path: str) -> bool:
+                if process.returncode is not None:
+                    raise AssertionError(f"healer exited {process.returncode}:\n{log_path.read_text()}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}{path}") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            for path in (
+                container["livenessProbe"]["httpGet"]["path"],
+                container["readinessProbe"]["httpGet"]["path"],
+            ):
+                await wait_until(lambda p=path: answers(p), timeout_s=60, what=f"healer {path} 200")  # type: ignore[misc]
+
+            async def leader() -> bool:
+                lease = await client.CoordinationV1Api(kube).read_namespaced_lease("healer-leader", NAMESPACE)
+                return bool(lease.spec.holder_identity == pod_name)
+
+            await wait_until(leader, timeout_s=60, what="healer to hold Lease healer-leader")
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert response.status == 200
+                assert "healer_" in await response.text()
+
+            styx = cluster.failed_node
+            control_plane.notready(node=styx)
+
+            async def cordoned_by_healer() -> bool:
+                node = await read_node(kube, name=styx)
+                return bool(node.spec.unschedulable) and "healer.io/cordoned-by" in (
+                    node.metadata.annotations or {}
+                )
+
+            await wait_until(cordoned_by_healer, timeout_s=120, what=f"healer to cordon {styx}")
+            events = await client.CoreV1Api(kube).list_event_for_all_namespaces(
+                field_selector=f"involvedObject.kind=Node,involvedObject.name={styx}"
+            )
+            assert any(e.reason.startswith("Healer") for e in events.items), [e.reason for e in events.items]
+
+            memory = _memory_kib(process.pid)
+            limit = _limit_kib(container["resources"]["limits"]["memory"])
+            cpu_s = _cpu_seconds(process.pid)
+            print(
+                f"healer run: RSS {memory['VmRSS'] / 1024:.1f} MiB, peak {memory['VmHWM'] / 1024:.1f} MiB, "
+                f"CPU {cpu_s:.1f} s since start"
+            )
+            assert memory["VmHWM"] < limit, f"peak RSS {memory} KiB is over the DaemonSet's limit"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    output = log_path.read_text()
+    assert "forbidden" not in output.lower(), output
+    assert process.returncode == 0, output
