@@ -187,6 +187,8 @@ async def main(*, window_after_marked_s: float, deadline_s: float, write: bool) 
             "rss_mib": {k: round(v / 2**20, 1) for k, v in rss.items()},
             "rss_total_mib": round(sum(rss.values()) / 2**20, 1),
         },
+        "figures_note": "seconds after SIGSTOP of styx's kubelet, at 0.5 s poll resolution; "
+        "null = not observed before observed_until_s",
         "figures_s": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in asdict(figures).items()},
     }
     rows = [
