@@ -21,7 +21,7 @@ def as_json(plan: actions.Plan) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def _table(headers: Sequence[str], *, rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     widths[-1] = len(headers[-1])  # the last column is free text
 
@@ -46,14 +46,14 @@ def as_table(plan: actions.Plan, *, header: str = "") -> str:
     out.append(f"ACTIONS ({len(doing)})")
     if doing:
         rows = [(a.verb, _subject(a), a.rule, a.reason) for a in doing]
-        out.extend("  " + r for r in _table(("ACTION", "OBJECT", "RULE", "REASON"), rows))
+        out.extend("  " + r for r in _table(("ACTION", "OBJECT", "RULE", "REASON"), rows=rows))
     else:
         out.append("  none")
     out.append("")
     out.append(f"HELD ({len(plan.held)})")
     if plan.held:
         rows = [(h.action.verb, _subject(h.action), h.guard, h.detail or h.action.reason) for h in plan.held]
-        out.extend("  " + r for r in _table(("ACTION", "OBJECT", "GUARD", "WHY"), rows))
+        out.extend("  " + r for r in _table(("ACTION", "OBJECT", "GUARD", "WHY"), rows=rows))
     else:
         out.append("  none")
     if notes:

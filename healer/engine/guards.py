@@ -42,7 +42,7 @@ class Storm:
         )
 
 
-def storm_status(view: ClusterView, guard: schema.StormGuard) -> Storm:
+def storm_status(view: ClusterView, *, guard: schema.StormGuard) -> Storm:
     unhealthy = tuple(sorted(n.name for n in view.nodes.values() if n.ready.value != "True"))
     threshold = guard.threshold(len(view.nodes))
     return Storm(
@@ -66,12 +66,12 @@ class Context:
 Guard = Callable[[Sequence[Proposal], Context], list[Proposal]]
 
 
-def _hold(p: Proposal, guard: str, detail: str) -> Proposal:
+def _hold(p: Proposal, *, guard: str, detail: str) -> Proposal:
     return dataclasses.replace(p, guard=guard, detail=detail)
 
 
-def protected_reason(node: Node, guards: schema.Guards) -> str:
-    sel = matching.node_selected(node, guards.protected.selectors)
+def protected_reason(node: Node, *, guards: schema.Guards) -> str:
+    sel = matching.node_selected(node, selectors=guards.protected.selectors)
     if not sel:
         return ""
     if sel in (names.CONTROL_PLANE_LABEL, names.MASTER_LABEL):
@@ -83,8 +83,8 @@ def protected(proposals: Sequence[Proposal], ctx: Context) -> list[Proposal]:
     out = []
     for p in proposals:
         node = ctx.view.nodes.get(p.node)
-        why = protected_reason(node, ctx.rules.guards) if node and p.mutating and not p.held else ""
-        out.append(_hold(p, "protected", why) if why else p)
+        why = protected_reason(node, guards=ctx.rules.guards) if node and p.mutating and not p.held else ""
+        out.append(_hold(p, guard="protected", detail=why) if why else p)
     return out
 
 
@@ -92,7 +92,9 @@ def storm(proposals: Sequence[Proposal], ctx: Context) -> list[Proposal]:
     if not ctx.storm.up:
         return list(proposals)
     return [
-        _hold(p, "storm", ctx.storm.detail) if p.action.verb in POD_REMOVING and not p.held else p
+        _hold(p, guard="storm", detail=ctx.storm.detail)
+        if p.action.verb in POD_REMOVING and not p.held
+        else p
         for p in proposals
     ]
 
@@ -111,7 +113,7 @@ def remediation_times(node: Node) -> list[datetime] | None:
         return None
 
 
-def budget_left(node: Node, guard: schema.BudgetGuard, *, now: datetime) -> tuple[int, str]:
+def budget_left(node: Node, *, guard: schema.BudgetGuard, now: datetime) -> tuple[int, str]:
     """(remediations left in the window, why none are left)."""
     times = remediation_times(node)
     if times is None:
@@ -139,8 +141,8 @@ def budget(proposals: Sequence[Proposal], ctx: Context) -> list[Proposal]:
         if node.cordoned_by_healer and not isinstance(p.action, actions.Cordon | actions.AddTaint):
             out.append(p)
             continue
-        left, why = budget_left(node, ctx.rules.guards.budget, now=ctx.now)
-        out.append(_hold(p, "budget", why) if left <= 0 else p)
+        left, why = budget_left(node, guard=ctx.rules.guards.budget, now=ctx.now)
+        out.append(_hold(p, guard="budget", detail=why) if left <= 0 else p)
     return out
 
 
@@ -152,7 +154,9 @@ def cooldown(proposals: Sequence[Proposal], ctx: Context) -> list[Proposal]:
             left = p.rule.cooldown - (ctx.now - last)
             out.append(
                 _hold(
-                    p, "cooldown", f"done {matching.ago(ctx.now - last)} ago; again in {matching.ago(left)}"
+                    p,
+                    guard="cooldown",
+                    detail=f"done {matching.ago(ctx.now - last)} ago; again in {matching.ago(left)}",
                 )
             )
         else:
@@ -170,7 +174,7 @@ def limit(proposals: Sequence[Proposal], ctx: Context) -> list[Proposal]:
             continue
         counts[p.rule.name] = counts.get(p.rule.name, 0) + 1
         if counts[p.rule.name] > cap:
-            out.append(_hold(p, "limit", f"{p.rule.name} plans at most {cap} actions at a time"))
+            out.append(_hold(p, guard="limit", detail=f"{p.rule.name} plans at most {cap} actions at a time"))
         else:
             out.append(p)
     return out

@@ -50,7 +50,7 @@ def condition_age(cond: Condition, *, now: datetime) -> timedelta:
     return now - since if since else timedelta(0)
 
 
-def gpu_class(cond: Condition, policy: schema.GpuPolicy) -> str:
+def gpu_class(cond: Condition, *, policy: schema.GpuPolicy) -> str:
     """The class of a GPUHealthy=False condition: the agent's `class=` in the message wins
     (it applies repeat escalation), else the reason through the policy's tables."""
     found = _CLASS.search(cond.message)
@@ -64,8 +64,9 @@ def gpu_class(cond: Condition, policy: schema.GpuPolicy) -> str:
 
 
 def node_finding(
-    rule: schema.Rule, node: Node, *, now: datetime, gpu: schema.GpuPolicy
+    rule: schema.Rule, *, node: Node, now: datetime, gpu: schema.GpuPolicy, ignore_for: bool = False
 ) -> NodeFinding | None:
+    """The rule's condition on this node, if it holds (and has held `for` long, unless `ignore_for`)."""
     match = rule.match
     want = match.condition
     if match.kind != "Node" or want is None:
@@ -81,11 +82,11 @@ def node_finding(
     if want.reason is not None and not fnmatch.fnmatchcase(cond.reason, want.reason):
         return None
     age = condition_age(cond, now=now)
-    if age < match.for_:
+    if age < match.for_ and not ignore_for:
         return None
     cls = ""
     if want.type == names.GPU_CONDITION and cond.status.value == "False":
-        cls = gpu_class(cond, gpu)
+        cls = gpu_class(cond, policy=gpu)
     if match.gpu_class is not None and cls not in match.gpu_class:
         return None
     return NodeFinding(condition=cond, held_for=age, gpu_class=cls)
@@ -96,7 +97,7 @@ def pod_finished_at(pod: Pod) -> datetime | None:
     return pod.finished or pod.started or pod.created
 
 
-def pod_matches(rule: schema.Rule, pod: Pod, *, now: datetime) -> bool:
+def pod_matches(rule: schema.Rule, *, pod: Pod, now: datetime) -> bool:
     match = rule.match
     if match.kind != "Pod":
         return False
@@ -111,14 +112,14 @@ def pod_matches(rule: schema.Rule, pod: Pod, *, now: datetime) -> bool:
     return True
 
 
-def describe(node: Node, finding: NodeFinding) -> str:
+def describe(node: Node, *, finding: NodeFinding) -> str:
     """`Ready=Unknown for 2d 4h (NodeStatusUnknown)`."""
     cond = finding.condition
     reason = f" ({cond.reason})" if cond.reason else ""
     return f"{cond.type}={cond.status.value} for {ago(finding.held_for)}{reason}"
 
 
-def node_selected(node: Node, selectors: tuple[str, ...]) -> str:
+def node_selected(node: Node, *, selectors: tuple[str, ...]) -> str:
     """The first selector (`key` or `key=value`) the node's labels satisfy, or ""."""
     for sel in selectors:
         key, eq, value = sel.partition("=")

@@ -38,7 +38,7 @@ def _scoped(
     return chosen, [view.nodes[n] for n in sorted(view.nodes)]
 
 
-def _pods(view: ClusterView, nodes: list[Node], scope: str, rules: list[schema.Rule]) -> list[Pod]:
+def _pods(view: ClusterView, *, nodes: list[Node], scope: str, rules: list[schema.Rule]) -> list[Pod]:
     """The pods Pod rules may match, sorted. Most pods are Running and no default rule looks at
     those, so when every Pod rule names phases the others are dropped before sorting: a
     150,000-pod view costs one pass, not a sort and a rule check per pod."""
@@ -50,8 +50,31 @@ def _pods(view: ClusterView, nodes: list[Node], scope: str, rules: list[schema.R
     return sorted(pool, key=lambda p: p.key)
 
 
-def _incident(rule: schema.Rule, node: str) -> str:
+def _incident(rule: schema.Rule, *, node: str) -> str:
     return rule.incident.format(rule=rule.name, node=node)
+
+
+def _keep_cordoned(
+    proposals: Iterable[Proposal], *, view: ClusterView, rules: schema.RuleSet, now: datetime
+) -> list[Proposal]:
+    """No uncordon while any rule that cordons (in any scope) still sees its condition on the
+    node, even for less than its `for`: a GPU recovering on a NotReady node, or a node Ready
+    again with a faulty GPU, stays cordoned instead of flipping every evaluation."""
+    cordoning = [
+        r for r in rules.rules if r.match.kind == "Node" and any(a.name == "cordon" for a in r.actions)
+    ]
+    out = []
+    for p in proposals:
+        node = view.nodes.get(p.node)
+        if isinstance(p.action, actions.Uncordon) and node is not None:
+            still = any(
+                matching.node_finding(r, node=node, now=now, gpu=rules.gpu, ignore_for=True)
+                for r in cordoning
+            )
+            if still:
+                continue
+        out.append(p)
+    return out
 
 
 def _dedupe(proposals: Iterable[Proposal]) -> list[Proposal]:
@@ -95,15 +118,15 @@ def plan(
     for rule in chosen:
         if rule.match.kind == "Node":
             for n in nodes:
-                found = matching.node_finding(rule, n, now=now, gpu=rules.gpu)
+                found = matching.node_finding(rule, node=n, now=now, gpu=rules.gpu)
                 if found is None:
                     continue
-                incident = _incident(rule, n.name)
+                incident = _incident(rule, node=n.name)
                 subject = remedies.NodeSubject(
                     rule=rule,
                     node=n,
                     incident=incident,
-                    what=matching.describe(n, found),
+                    what=matching.describe(n, finding=found),
                     view=view,
                     gpu=rules.gpu,
                 )
@@ -111,11 +134,11 @@ def plan(
                 findings.append(story.Finding(rule=rule, incident=incident, node=n, node_finding=found))
         else:
             if pods is None:
-                pods = _pods(view, nodes, scope, chosen)
+                pods = _pods(view, nodes=nodes, scope=scope, rules=chosen)
             for pod in pods:
-                if not matching.pod_matches(rule, pod, now=now):
+                if not matching.pod_matches(rule, pod=pod, now=now):
                     continue
-                incident = _incident(rule, pod.node_name)
+                incident = _incident(rule, node=pod.node_name)
                 proposals.extend(remedies.for_pod(rule=rule, pod=pod, incident=incident, now=now))
                 findings.append(story.Finding(rule=rule, incident=incident, pod=pod))
     ctx = guards.Context(
@@ -123,9 +146,9 @@ def plan(
         rules=rules,
         state=state,
         now=now,
-        storm=guards.storm_status(view, rules.guards.storm),
+        storm=guards.storm_status(view, guard=rules.guards.storm),
     )
-    proposals = _dedupe(guards.apply(proposals, ctx))
+    proposals = _dedupe(guards.apply(_keep_cordoned(proposals, view=view, rules=rules, now=now), ctx))
     notes = story.notifications(
         findings=findings, proposals=proposals, ctx=ctx, announce_storm=scope != "node"
     )

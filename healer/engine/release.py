@@ -38,7 +38,7 @@ def fence_command(node: str) -> str:
     return f"kubectl taint nodes {node} {names.OUT_OF_SERVICE_TAINT}=nodeshutdown:NoExecute"
 
 
-def _volumes(pod: Pod, view: ClusterView) -> list[tuple[str, PersistentVolume | None, tuple[str, ...]]]:
+def _volumes(pod: Pod, *, view: ClusterView) -> list[tuple[str, PersistentVolume | None, tuple[str, ...]]]:
     """(claim, its PV if known, access modes) for each of the pod's PVCs."""
     out = []
     for claim in pod.claims:
@@ -63,7 +63,7 @@ def force_delete(*, pod: Pod, node: Node, view: ClusterView) -> Verdict | None:
         return Verdict(
             allowed=False, why=f"DaemonSet pod: it belongs to {node.name} and cannot run elsewhere"
         )
-    volumes = _volumes(pod, view)
+    volumes = _volumes(pod, view=view)
     for claim, pv, _ in volumes:
         if pv is not None and node.name in pv.node_affinity:
             kind = pv.storage_class or ("local" if pv.local else "node-pinned")

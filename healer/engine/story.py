@@ -86,7 +86,7 @@ def _by_hand(action: actions.Action) -> str:
             return ""
 
 
-def _action_facts(props: Sequence[Proposal], ctx: guards.Context) -> list[tuple[str, str]]:
+def _action_facts(props: Sequence[Proposal], *, ctx: guards.Context) -> list[tuple[str, str]]:
     """Done first (in execution order), then what cannot be done and why, then what to do by hand."""
     facts: list[tuple[str, str]] = []
     refused: list[tuple[str, str]] = []
@@ -136,7 +136,7 @@ def _node_facts(findings: Sequence[Finding]) -> list[tuple[str, str]]:
         if (f.node.name, cond.type) in seen:
             continue
         seen.add((f.node.name, cond.type))
-        facts.append(("What", f"{f.node.name}: {matching.describe(f.node, f.node_finding)}"))
+        facts.append(("What", f"{f.node.name}: {matching.describe(f.node, finding=f.node_finding)}"))
         if cond.message:
             facts.append(("Why", cond.message))
         if f.node_finding.gpu_class:
@@ -147,7 +147,7 @@ def _node_facts(findings: Sequence[Finding]) -> list[tuple[str, str]]:
 
 
 def _pod_facts(
-    findings: Sequence[Finding], props: Sequence[Proposal], ctx: guards.Context
+    findings: Sequence[Finding], *, props: Sequence[Proposal], ctx: guards.Context
 ) -> list[tuple[str, str]]:
     """A summary, not a list: counts per namespace, and the pressure that evicted them."""
     pods = [f.pod for f in findings if f.pod is not None]
@@ -177,7 +177,7 @@ def _pod_facts(
         state = f" (now: {', '.join(now_pressure)})" if now_pressure else " (no pressure now)" if node else ""
         facts.append(("Node pressure", f"{node_name}: {'; '.join(sorted(causes[node_name]))}{state}"))
     if held:
-        facts.extend(_action_facts(held, ctx))
+        facts.extend(_action_facts(held, ctx=ctx))
     return facts
 
 
@@ -194,7 +194,7 @@ def _target(findings: Sequence[Finding]) -> ObjectRef:
 
 
 def _incident_notify(
-    incident: str, findings: Sequence[Finding], props: Sequence[Proposal], ctx: guards.Context
+    incident: str, *, findings: Sequence[Finding], props: Sequence[Proposal], ctx: guards.Context
 ) -> actions.Notify | None:
     telling = [f for f in findings if f.rule.notify is not None]
     if not telling:
@@ -228,11 +228,11 @@ def _incident_notify(
     title = spec.title.format(node=target.name if target.kind == "Node" else "", rule=lead.rule.name)
     pods = [f for f in chosen if f.pod is not None]
     facts = (
-        _pod_facts(pods, props, ctx)
+        _pod_facts(pods, props=props, ctx=ctx)
         if pods and len(pods) == len(chosen)
         else [
             *_node_facts(chosen),
-            *_action_facts(props, ctx),
+            *_action_facts(props, ctx=ctx),
         ]
     )
     tags = sorted({t for f in chosen if f.rule.notify for t in f.rule.notify.tags})
@@ -250,7 +250,7 @@ def _incident_notify(
     )
 
 
-def _storm_notify(props: Sequence[Proposal], ctx: guards.Context) -> actions.Notify | None:
+def _storm_notify(props: Sequence[Proposal], *, ctx: guards.Context) -> actions.Notify | None:
     storm = ctx.storm
     told = ctx.state.told.get(STORM_INCIDENT)
     is_open = told is not None and told.stage is not actions.Stage.RESOLVED
@@ -303,11 +303,11 @@ def notifications(
         props.setdefault(p.action.incident, []).append(p)
     out: list[actions.Action] = []
     for incident, group in by_incident.items():
-        note = _incident_notify(incident, group, props.get(incident, []), ctx)
+        note = _incident_notify(incident, findings=group, props=props.get(incident, []), ctx=ctx)
         if note is not None:
             out.append(note)
     if announce_storm:
-        note = _storm_notify(proposals, ctx)
+        note = _storm_notify(proposals, ctx=ctx)
         if note is not None:
             out.append(note)
     return out

@@ -65,7 +65,7 @@ def rule_files(path: Path) -> list[Path]:
     return files
 
 
-def _where(loc: tuple[int | str, ...], raw: Any) -> tuple[str, str]:
+def _where(loc: tuple[int | str, ...], *, raw: Any) -> tuple[str, str]:
     """('rules', 2, 'match', 'for') -> ('rule node-not-ready', 'match.for')."""
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
         rules = raw.get("rules") if isinstance(raw, dict) else None
@@ -91,11 +91,11 @@ def _message(error: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def _validation_problems(file: Path, raw: Any, error: pydantic.ValidationError) -> list[str]:
+def _validation_problems(file: Path, *, raw: Any, error: pydantic.ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        who, field = _where(loc, raw)
+        who, field = _where(loc, raw=raw)
         message = _message(item)
         if item.get("type") == "extra_forbidden" and len(loc) >= 3 and loc[-3] == "actions":
             message = f"unknown action; one of {', '.join(schema.ACTION_NAMES)}"
@@ -181,7 +181,7 @@ def load_rules(directory: Path | str) -> schema.RuleSet:
         try:
             parsed.append((file, schema.RuleFile.model_validate(raw)))
         except pydantic.ValidationError as e:
-            problems.extend(_validation_problems(file, raw, e))
+            problems.extend(_validation_problems(file, raw=raw, error=e))
     cross, ruleset = _cross_checks(parsed)
     problems.extend(cross)
     if problems:

@@ -99,7 +99,7 @@ def test_a_node_that_never_reported_is_unknown_since_it_was_created() -> None:
 )
 def test_gpu_class_of_a_condition(reason: str, message: str, expected: str) -> None:
     cond = Condition(type="GPUHealthy", status=ConditionStatus.FALSE, reason=reason, message=message)
-    assert matching.gpu_class(cond, RULES.gpu) == expected
+    assert matching.gpu_class(cond, policy=RULES.gpu) == expected
 
 
 @pytest.mark.parametrize(

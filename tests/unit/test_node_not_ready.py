@@ -185,3 +185,30 @@ def test_scope_cluster_ignores_node_rules_and_scope_node_only_its_node() -> None
 def test_unknown_scope_is_refused() -> None:
     with pytest.raises(ValueError, match="scope"):
         plan(view(CP), scope="everything")
+
+
+def test_a_node_ready_again_with_a_faulty_gpu_stays_cordoned() -> None:
+    calypso = node(
+        "calypso",
+        for_s=600,
+        gpus=1,
+        gpu=("False", "Xid79", "GPU 0 fell off the bus"),
+        unschedulable=True,
+        annotations=cordoned_by("node-not-ready"),
+    )
+    p = plan(view(CP, calypso, node("spare", gpus=1)))
+    assert ("uncordon", "calypso") not in rows(p)
+
+
+def test_a_recovered_gpu_on_a_node_that_is_not_ready_stays_cordoned() -> None:
+    calypso = node(
+        "calypso",
+        ready="Unknown",
+        for_s=10,  # even before node-not-ready's 30 s
+        gpus=1,
+        gpu=("True", "GpuHealthy", "GPU 0 healthy"),
+        unschedulable=True,
+        annotations=cordoned_by("gpu-hardware-fault"),
+    )
+    p = plan(view(CP, calypso, node("styx")))
+    assert ("uncordon", "calypso") not in rows(p)
