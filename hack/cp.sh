@@ -10,7 +10,8 @@
 #
 # Usage: hack/cp.sh VERB [ARGS]
 #   build                 build the binaries into the cache (no-op when cached)
-#   up                    (re)start the control plane, plus a kwok per $CP_NODES
+#   up                    (re)start the control plane on an empty etcd, plus a
+#                         kwok per $CP_NODES; CA, token and kubeconfig are kept
 #   down                  stop every process, even stopped ones; wipe etcd
 #   status                show each process and the apiserver's readiness
 #   env                   print `export KUBECONFIG=...`
@@ -70,6 +71,9 @@ die() { log "$*"; exit 1; }
 build() {
 	[[ -f $BIN/.complete ]] && return 0
 	mkdir -p "$BIN"
+	exec 9>"$BIN/.lock" # concurrent sessions: one builds, the others wait for it
+	flock 9
+	[[ -f $BIN/.complete ]] && return 0
 	local minor=${K8S_VERSION#1.} ldflags="-s -w" pkg
 	minor=${minor%%.*}
 	# What upstream's hack/lib/version.sh stamps; without it /version says v0.0.0-master.
@@ -85,6 +89,7 @@ build() {
 	(cd "$HERE/kwok" && go build -p 2 -ldflags "-s -w" -o "$BIN/kwok" sigs.k8s.io/kwok/cmd/kwok)
 	kwok_stages >"$BIN/kwok-stages.yaml"
 	touch "$BIN/.complete"
+	flock -u 9
 }
 
 # KWOK's own node and pod stages (a --config holding any stage of a kind replaces
