@@ -169,9 +169,7 @@ class LeaseElector:
                 finally:
                     self._set(False)  # first: nobody may act on a Lease we no longer hold
                     if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await task
+                        await _cancel(task)
                 bound.warning("leadership lost", reason=why)
         finally:
             if self.is_leader.is_set():
@@ -334,6 +332,19 @@ class LeaseElector:
         except (errors.ApiError, TimeoutError) as e:
             bound.warning("lease release failed; it will expire", error=str(e))
         self._observed.held_by_us = False
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it, without swallowing a cancellation aimed at us."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        pass  # already logged by _log_lead_failure
 
 
 async def _lead(lead: Lead) -> None:

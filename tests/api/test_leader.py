@@ -162,7 +162,7 @@ async def test_failed_renewals_drop_leadership_at_the_deadline(fake: fakeapi.Fak
     assert [leading for leading, _ in a.changes] == [True, False]
     fault.times = 0  # the API heals: a campaigns again and wins (nobody else wants it)
     await eventually(lambda: a.leading, within=3, what="a leads again")
-    assert a.leading_runs == 2
+    await eventually(lambda: a.leading_runs == 2, within=1, what="lead() runs again")
 
 
 async def test_unreachable_api_drops_leadership(fake: fakeapi.FakeApi, connect: Any) -> None:
@@ -297,3 +297,31 @@ async def test_changes_iterator_reports_transitions(fake: fakeapi.FakeApi, conne
     follower.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await follower
+
+
+async def test_shutdown_while_a_lost_leadership_drains_is_not_swallowed(
+    fake: fakeapi.FakeApi, kubeconfig: Path
+) -> None:
+    """run() cancelled while it waits for lead() to wind down must still end."""
+    draining = asyncio.Event()
+
+    async def slow_lead() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            draining.set()
+            await asyncio.sleep(0.3)  # finishing the action in flight
+            raise
+
+    async with client.connect(kubeconfig=kubeconfig, qps=0) as kube:
+        elector = leader.LeaseElector(
+            kube, namespace=NS, name="healer-leader", identity="tethys", timings=FAST
+        )
+        run = asyncio.create_task(elector.run(slow_lead))
+        await eventually(elector.is_leader.is_set, within=3, what="leads")
+        fake.fail(500, method="PUT", path="/leases/", times=None)  # renewals fail: leadership is lost
+        await asyncio.wait_for(draining.wait(), 3)
+        run.cancel()  # SIGTERM arrives while lead() drains
+        done, _ = await asyncio.wait({run}, timeout=2)
+        assert run in done
+        assert run.cancelled()
