@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from tests.e2e.conftest import E2EControlPlane
 from tests.e2e.healer_procs import Healer, Healers, ensure_namespace, healer_events, lease_holder
 from tests.e2e.test_incident_healer import RELEASE_FOR_S, SLACK_S, T
+from tests.support.controlplane import ControlPlane as E2EControlPlane
 from tests.support.kube import read_node
 from tests.support.oceanid import CALYPSO, TETHYS, build_oceanid
 from tests.support.wait import wait_until

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from tests.e2e.conftest import E2EControlPlane
 from tests.e2e.healer_procs import (
     Healer,
     Healers,
@@ -38,6 +37,7 @@ from tests.e2e.healer_procs import (
     lease_holder,
 )
 from tests.support.controlplane import FAST_TIMINGS, UPSTREAM_TIMINGS
+from tests.support.controlplane import ControlPlane as E2EControlPlane
 from tests.support.kube import is_running, is_terminating, list_pods, node_condition, read_node
 from tests.support.oceanid import CALYPSO, TETHYS, OceanidCluster, Workload, build_oceanid
 from tests.support.wait import wait_until
@@ -106,7 +106,9 @@ async def start_healers(api: client.ApiClient, control_plane: E2EControlPlane, t
 @pytest.fixture
 def upstream_timings(control_plane: E2EControlPlane) -> Iterator[E2EControlPlane]:
     """The session's control plane restarted with upstream's node timings; FAST again after."""
-    upstream = E2EControlPlane(timings=U, cp_dir=control_plane.cp_dir)
+    upstream = E2EControlPlane(
+        timings=U, cp_dir=control_plane.cp_dir, extra_env=dict(control_plane.extra_env)
+    )
     upstream.up()
     try:
         yield upstream

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from tests.e2e.conftest import E2EControlPlane
 from tests.e2e.healer_procs import (
     Healer,
     Healers,
@@ -33,6 +32,7 @@ from tests.e2e.test_incident_healer import (
     running_elsewhere,
     uids_of,
 )
+from tests.support.controlplane import ControlPlane as E2EControlPlane
 from tests.support.kube import read_node
 from tests.support.oceanid import CALYPSO, TETHYS, build_oceanid
 from tests.support.wait import wait_until

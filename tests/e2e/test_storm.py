@@ -18,7 +18,6 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.e2e.conftest import E2EControlPlane
 from tests.e2e.healer_procs import (
     Healer,
     Healers,
@@ -28,6 +27,7 @@ from tests.e2e.healer_procs import (
     lease_holder,
 )
 from tests.e2e.test_incident_healer import RELEASE_FOR_S, SLACK_S, T
+from tests.support.controlplane import ControlPlane as E2EControlPlane
 from tests.support.kube import node_condition, read_node
 from tests.support.oceanid import CALYPSO, TETHYS, build_oceanid
 from tests.support.wait import holds_for, wait_until
