@@ -37,6 +37,7 @@ class Told:
 
     stage: actions.Stage
     covers: frozenset[str] = frozenset()
+    at: datetime | None = None  # when it was told
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +55,11 @@ class EngineState:
         counts as told (a resolved one closes the incident, so the next failure opens anew).
         """
         done = {k: t for k, t in self.done.items() if now - t <= MEMORY}
-        told = dict(self.told)
+        told = {
+            k: t
+            for k, t in self.told.items()
+            if not (t.stage is actions.Stage.RESOLVED and t.at is not None and now - t.at > MEMORY)
+        }
         for outcome in outcomes:
             action = outcome.action
             if isinstance(action, actions.Notify):
@@ -64,7 +69,7 @@ class EngineState:
                 covers = frozenset(action.covers)
                 if before is not None and _same_story(before.stage, action.stage):
                     covers |= before.covers
-                told[action.incident] = Told(stage=action.stage, covers=covers)
+                told[action.incident] = Told(stage=action.stage, covers=covers, at=now)
             elif outcome.status in (actions.OutcomeStatus.APPLIED, actions.OutcomeStatus.UNCHANGED):
                 done[done_key(action)] = now
         return EngineState(done=MappingProxyType(done), told=MappingProxyType(told))

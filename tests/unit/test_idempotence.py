@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from healer.engine.state import EngineState
 from healer.model import actions, names
+from healer.model.view import ObjectRef
 from healer.snapshot import load
 from tests.unit.builders import NOW, REPO, applied, apply, node, notes, plan, pod, rows, view
 
@@ -98,3 +99,20 @@ def test_engine_state_forgets_old_cooldowns() -> None:
     state = EngineState().after(outcomes=applied(plan(v)), now=NOW)
     assert state.done
     assert not state.after(outcomes=[], now=NOW + timedelta(days=8)).done
+
+
+def test_engine_state_forgets_resolved_incidents_after_a_week() -> None:
+    note = actions.Notify(
+        target=ObjectRef(kind="Node", name="styx"),
+        rule="node-ready-again",
+        reason="back",
+        incident="node-not-ready/styx",
+        title="back",
+        stage=actions.Stage.RESOLVED,
+    )
+    state = EngineState().after(
+        outcomes=[actions.Outcome(action=note, status=actions.OutcomeStatus.SKIPPED)], now=NOW
+    )
+    assert "node-not-ready/styx" in state.told
+    assert "node-not-ready/styx" in state.after(outcomes=[], now=NOW + timedelta(days=6)).told
+    assert "node-not-ready/styx" not in state.after(outcomes=[], now=NOW + timedelta(days=8)).told
