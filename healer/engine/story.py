@@ -111,7 +111,7 @@ def _action_facts(props: Sequence[Proposal], *, ctx: guards.Context) -> list[tup
             facts.append(
                 ("Fence", f"once {name} is confirmed powered off, run: {release.fence_command(name)}")
             )
-    manual = [p for p in props if p.guard in ("budget", "protected", "storm") and _by_hand(p.action)]
+    manual = [p for p in props if p.guard in ("budget", "protected") and _by_hand(p.action)]
     if manual:
         cmds = list(dict.fromkeys(_by_hand(p.action) for p in manual))
         facts.append(("By hand", "; ".join(cmds)))
