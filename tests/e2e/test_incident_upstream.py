@@ -54,6 +54,8 @@ async def test_kubelet_death_leaves_pods_terminating_and_statefulset_unreplaced(
     cluster: OceanidCluster = await build_oceanid(kube, agents=control_plane)
     styx = cluster.failed_node
     before = {w.name: [p.metadata.name for p in await _pods(kube, w)] for w in cluster.on_failed_node}
+    (old_sts_pod,) = await _pods(kube, cluster.statefulset)
+    old_sts_uid = old_sts_pod.metadata.uid
     daemon_pod = next(p for p in await _pods(kube, cluster.daemonsets[0]) if p.spec.node_name == styx)
 
     control_plane.stop_kubelet(node=styx)
@@ -92,12 +94,11 @@ async def test_kubelet_death_leaves_pods_terminating_and_statefulset_unreplaced(
         )
 
         sts = cluster.statefulset
-        old_sts_pod = before[sts.name][0]
 
         async def statefulset_still_stuck() -> bool:
             pods = await _pods(kube, sts)
-            # redis-0 is the same object (same uid would be stricter; the name is unique per STS)
-            return len(pods) == 1 and pods[0].metadata.name == old_sts_pod and is_terminating(pods[0])
+            # Still exactly the old redis-0 object, Terminating: no replacement under any name.
+            return len(pods) == 1 and pods[0].metadata.uid == old_sts_uid and is_terminating(pods[0])
 
         async def everything_still_stuck() -> bool:
             for w in cluster.on_failed_node:
@@ -129,7 +130,8 @@ async def test_kubelet_death_leaves_pods_terminating_and_statefulset_unreplaced(
         return await _node_ready(kube, styx) == "True"
 
     await wait_until(ready, timeout_s=60, what="styx Ready again")
-    await wait_pods_running(kube, cluster.statefulset, count=1, timeout_s=90)
+    (new_sts_pod,) = await wait_pods_running(kube, cluster.statefulset, count=1, timeout_s=90)
+    assert new_sts_pod.metadata.uid != old_sts_uid
 
 
 async def _scratch_node(control_plane: ControlPlane, kube: client.ApiClient, name: str) -> None:
