@@ -15,6 +15,12 @@ levels, and on styx exactly the kinds of pods that behave differently when a nod
 * DaemonSet pods (tailscale-worker): they tolerate ``unreachable`` forever, so they are not
   evicted at all.
 
+Nodes carry no topology.kubernetes.io/zone label (K3s sets none), so all three share zone "".
+Node lifecycle only stops evicting in a zone when it is fully down, or when more than 2 nodes and
+at least 55 % of them are unhealthy; one dead node of three keeps the zone "Normal", so taint
+eviction proceeds exactly as it did on the real cluster. Tests that break more nodes at once
+must keep that in mind.
+
 Placement is deterministic without pinning pods to nodes (pinning would also pin their
 replacements): phase 1 cordons tethys and calypso so styx's workloads can only land on styx;
 phase 2 cordons styx and creates everything else on tethys/calypso; then all are uncordoned.
