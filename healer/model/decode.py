@@ -53,19 +53,16 @@ class _Shared:
     with unique labels (Jobs) cannot make it grow without end.
     """
 
-    __slots__ = ("_items", "limit")
+    __slots__ = ("items", "limit")
 
     def __init__(self, limit: int) -> None:
-        self._items: dict[Hashable, Any] = {}
+        self.items: dict[Hashable, Any] = {}  # look up with `items.get(key)` (hot path: no call)
         self.limit = limit
 
-    def get(self, key: Hashable, value: _T) -> _T:
-        found: _T | None = self._items.get(key)
-        if found is not None:
-            return found
-        if len(self._items) >= self.limit:
-            self._items.clear()
-        self._items[key] = value
+    def put(self, key: Hashable, value: _T) -> _T:
+        if len(self.items) >= self.limit:
+            self.items.clear()
+        self.items[key] = value
         return value
 
 
@@ -79,8 +76,11 @@ def parse_time(value: object) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise DecodeError(f"not a timestamp: {value!r}")
+    found: datetime | None = _TIMES.items.get(value)
+    if found is not None:
+        return found
     try:
-        return _TIMES.get(value, datetime.fromisoformat(value))
+        return _TIMES.put(value, datetime.fromisoformat(value))
     except ValueError as e:
         raise DecodeError(f"not a timestamp: {value!r}") from e
 
@@ -98,10 +98,12 @@ def _shared_map(value: object) -> Mapping[str, str]:
     mapping = _strmap(value)
     if not mapping:
         return mapping
+    key = tuple(mapping.items())
     try:
-        return _SHARED.get(tuple(mapping.items()), mapping)
+        found: Mapping[str, str] | None = _SHARED.items.get(key)
     except TypeError:  # an unhashable value (a list where a string belongs): keep it unshared
         return mapping
+    return found if found is not None else _SHARED.put(key, mapping)
 
 
 def _int_quantity(value: object) -> int:
@@ -156,10 +158,14 @@ def node(raw: Raw) -> Node:
 
 def _owner(ref: Raw) -> Owner:
     kind, name, uid = ref["kind"], ref["name"], ref.get("uid", "")
+    key = ("owner", kind, name, uid)
     try:
-        return _SHARED.get(("owner", kind, name, uid), Owner(kind=_intern(kind), name=name, uid=uid))
-    except TypeError as e:  # sys.intern of a non-string
-        raise DecodeError(f"owner kind must be a string, got {kind!r}") from e
+        found: Owner | None = _SHARED.items.get(key)
+        if found is not None:
+            return found
+        return _SHARED.put(key, Owner(kind=_intern(kind), name=name, uid=uid))
+    except TypeError as e:  # unhashable, or sys.intern of a non-string
+        raise DecodeError(f"owner kind, name and uid must be strings, got {kind!r}") from e
 
 
 def _controller(meta: Raw) -> Owner | None:

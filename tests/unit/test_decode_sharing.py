@@ -82,6 +82,6 @@ def test_unhashable_label_values_are_kept_unshared() -> None:
 def test_the_shared_table_is_bounded() -> None:
     shared = decode._Shared(3)
     for i in range(10):
-        assert shared.get(("k", i), i) == i
-    assert len(shared._items) <= 3
-    assert shared.get(("k", 9), -1) == 9  # still shared after starting over
+        assert shared.put(("k", i), i) == i
+    assert len(shared.items) <= 3
+    assert shared.items.get(("k", 9)) == 9  # still shared after starting over
