@@ -103,7 +103,7 @@ class ControlPlaneTarget:
 
         from tests.support.controlplane import FAST_TIMINGS, ControlPlane
 
-        self.cp = ControlPlane(timings=FAST_TIMINGS)
+        self.cp = ControlPlane.isolated(timings=FAST_TIMINGS)  # own dir and ports: no collisions
         self.cp.build()
         self.cp.up()
         self.kubeconfig = self.cp.kubeconfig
