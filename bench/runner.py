@@ -51,14 +51,18 @@ class Bench:
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "watch_decode",
+        args=("--repeats", "3"),
         quick=("--events", "3000", "--upstream-events", "200", "--repeats", "3"),
         timeout_s=180,
     ),
-    Bench("engine_scale", quick=("--nodes", "500", "--events", "1000"), timeout_s=420),
-    Bench("memory", quick=("--nodes", "500"), timeout_s=360),
-    Bench("startup", quick=("--runs", "1"), timeout_s=240),
+    Bench(
+        "engine_scale", args=("--events", "2000"), quick=("--nodes", "500", "--events", "1000"), timeout_s=420
+    ),
+    Bench("memory", args=("--settle", "2"), quick=("--nodes", "500"), timeout_s=360),
+    Bench("startup", args=("--runs", "2"), quick=("--runs", "1"), timeout_s=240),
     Bench("gpu_latency", args=("--runs", "5"), quick=("--runs", "2"), timeout_s=180),
-    Bench("upstream_baseline", timeout_s=900, needs_cp=True),
+    # --window 10: watch 10 s (not 60) after styx's pods are marked; the figures are reached before
+    Bench("upstream_baseline", args=("--window", "10"), timeout_s=900, needs_cp=True),
     Bench("incident", timeout_s=900, needs_cp=True),
 )
 
@@ -161,12 +165,15 @@ def _startup(d: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _gpu(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """gpu_latency keeps one result per target ("fake", "cp"); older files held one."""
+    by_target = {k: v for k, v in d.items() if k in ("fake", "cp") and isinstance(v, dict)} or {"": d}
     return [
         (
-            f"XID 79 -> taint seen (p95, {d.get('target', '?')} API)",
-            _fmt(_get(d, "summary", "seen", "p95"), " s"),
+            f"XID 79 -> taint seen, p95 ({target or d.get('target', '?')} API)",
+            _fmt(_get(r, "summary", "seen", "p95"), " s"),
             "<= 2 s",
         )
+        for target, r in by_target.items()
     ]
 
 
