@@ -144,13 +144,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from healer.runtime import daemon, logs, settings
 
-    config = settings.Settings.from_args(
-        dry_run=args.dry_run,
-        node=args.node,
-        kubeconfig=args.kubeconfig,
-        rules=args.rules,
-        http_port=args.http_port,
-    )
+    try:
+        config = settings.Settings.from_args(
+            dry_run=args.dry_run,
+            node=args.node,
+            kubeconfig=args.kubeconfig,
+            rules=args.rules,
+            http_port=args.http_port,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     logs.configure(fmt=config.log_format)
     return asyncio.run(daemon.run(config))
 

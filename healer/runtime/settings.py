@@ -45,11 +45,18 @@ class Settings:
         http_port: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
+        """Raises ValueError (with a one-line reason) for an unusable value."""
         from healer.rules import loading  # the rules package owns HEALER_RULES_DIR and its fallbacks
 
         e = os.environ if env is None else env
         node_name = node or e.get("NODE_NAME") or None
-        port = http_port if http_port is not None else int(e.get("HEALER_HTTP_PORT", DEFAULT_HTTP_PORT))
+        raw_port = e.get("HEALER_HTTP_PORT", str(DEFAULT_HTTP_PORT))
+        try:
+            port = http_port if http_port is not None else int(raw_port)
+        except ValueError:
+            raise ValueError(f"HEALER_HTTP_PORT={raw_port!r}: not a port number") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"HTTP port {port}: not a port number")
         identity = e.get("POD_NAME") or node_name or os.uname().nodename
         return cls(
             node=node_name,

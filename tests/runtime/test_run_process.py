@@ -187,3 +187,20 @@ async def test_healer_plan_says_why_when_the_cluster_is_unreachable(tmp_path: Pa
     _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 2
     assert "reading the cluster failed: Unreachable" in err.decode()
+
+
+async def test_healer_run_rejects_a_bad_port_setting() -> None:
+    env = {**os.environ, "HEALER_HTTP_PORT": "ninety"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "healer",
+        "run",
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert err.decode().strip() == "healer: HEALER_HTTP_PORT='ninety': not a port number"
