@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -245,3 +246,35 @@ async def test_two_daemons_one_leader_handover_repeats_nothing(fake: FakeApi, ku
     reasons = sorted(e["reason"] for e in fake.store("events").objects.values())
     assert reasons == ["HealerCordon", "HealerForceDelete"]
     assert second.metrics.value("healer_actions_total", verb="cordon", outcome="applied") == 0
+
+
+async def test_rules_reload_while_running_keeps_the_last_good_rules(
+    fake: FakeApi, kube: client.Kube, tmp_path: Path
+) -> None:
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(RULES, rules_dir)
+    fake.put("nodes", node("calypso"))
+    settings = Settings(node="calypso", rules_dir=rules_dir, http_port=0, http_host="127.0.0.1", gpu=False)
+    metrics = Metrics()
+    d = daemon_mod.Daemon(
+        settings=settings,
+        api=kube,
+        executor=LiveExecutor(kube, instance="test"),
+        notifier=NullNotifier(),
+        rules=daemon_mod.load_rules_holder(settings, metrics),
+        metrics=metrics,
+        elector=None,
+    )
+    good = d.rules.current
+    nodes_yaml = rules_dir / "nodes.yaml"
+    async with running(d):
+        await _until(d.ready)
+        nodes_yaml.write_text(nodes_yaml.read_text().replace("for: 30s", "for: thirty seconds"))
+        await _until(lambda: metrics.value("healer_rule_reloads_total", result="error") >= 1)
+        assert d.rules.current is good
+        assert "nodes.yaml" in d.rules.last_error
+        nodes_yaml.write_text(nodes_yaml.read_text().replace("for: thirty seconds", "for: 45s"))
+        await _until(lambda: metrics.value("healer_rule_reloads_total", result="ok") >= 1)
+        assert d.rules.current is not good
+        rule = next(r for r in d.rules.current.rules if r.name == "node-not-ready")
+        assert rule.match.for_.total_seconds() == 45
