@@ -189,7 +189,7 @@ def _incident(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     f = d.get("figures", {})
     return [
         ("healer: releasable pods Running elsewhere", _fmt(_get(f, "healer", "all_running_s"), " s"), ""),
-        ("upstream alone, same run", _fmt(_get(f, "upstream", "all_running_s"), " s"), ""),
+        ("upstream alone (upstream_baseline.json)", _fmt(_get(f, "upstream", "all_running_s"), " s"), ""),
         ("API requests per remediation", _fmt(f.get("requests_per_remediation")), ""),
     ]
 
