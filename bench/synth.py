@@ -295,7 +295,7 @@ def pod(
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
     }
-    spec = {
+    spec: Obj = {
         "volumes": volumes,
         "containers": [container],
         "restartPolicy": "Never" if owner_kind == "Job" else "Always",
