@@ -12,7 +12,9 @@ mixed (ReplicaSet, StatefulSet, DaemonSet, Job, bare), PVCs with PVs (1 in 10 lo
 about 1 in 200 pods an old Evicted one. Rules: the shipped `rules/`.
 
 Figures (CPU time, this machine is shared):
-  view        Store.view(): the immutable snapshot the runtime takes before each plan
+  view        Store.view(): the immutable snapshot the runtime takes before each plan, after an
+              event that moved no pod (a snapshot also re-copies each node whose pods changed;
+              the latency replay below pays that)
   plan        planning.plan(scope="cluster") on it (best and median of --repeats)
   node plan   planning.plan(scope="node", node=X) for one node on the same view (node-scoped
               rules: the GPU rules; what a node agent's evaluation costs)

@@ -14,7 +14,7 @@ all the store does; it never has to guess what a relist left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -71,6 +71,9 @@ class Store:
         self.pvcs: dict[PodKey, PersistentVolumeClaim] = {}
         self.pdbs: dict[PodKey, PodDisruptionBudget] = {}
         self._by_node: dict[str, dict[PodKey, Pod]] = {}
+        # each node's pods as frozen for the last view; dropped when that node's pods change, so
+        # a view copies only the nodes that changed (at 5,000 nodes the copies were most of it)
+        self._node_views: dict[str, Mapping[PodKey, Pod]] = {}
         self._view: ClusterView | None = None
 
     @property
@@ -114,16 +117,26 @@ class Store:
             self._table(table)[key] = obj
 
     def _put_pod(self, pod: Pod, *, deleted: bool) -> None:
-        old = self.pods.get(pod.key)
+        key = pod.key  # one tuple for both tables
+        old = self.pods.get(key)
         if old is not None and old.node_name:
+            self._node_views.pop(old.node_name, None)
             on_node = self._by_node.get(old.node_name)
             if on_node is not None:
-                on_node.pop(pod.key, None)
+                on_node.pop(key, None)
                 if not on_node:
                     del self._by_node[old.node_name]
-        self._put("pods", pod.key, pod, deleted=deleted)
+        self._put("pods", key, pod, deleted=deleted)
         if not deleted and pod.node_name:
-            self._by_node.setdefault(pod.node_name, {})[pod.key] = pod
+            self._node_views.pop(pod.node_name, None)
+            self._by_node.setdefault(pod.node_name, {})[key] = pod
+
+    def _pods_by_node(self) -> Mapping[str, Mapping[PodKey, Pod]]:
+        frozen = self._node_views
+        for node, pods in self._by_node.items():
+            if node not in frozen:
+                frozen[node] = MappingProxyType(dict(pods))
+        return MappingProxyType({node: frozen[node] for node in self._by_node})
 
     def view(self) -> ClusterView:
         """An immutable snapshot; the same object until the next change."""
@@ -134,9 +147,7 @@ class Store:
                 pvs=MappingProxyType(dict(self.pvs)),
                 pvcs=MappingProxyType(dict(self.pvcs)),
                 pdbs=MappingProxyType(dict(self.pdbs)),
-                pods_by_node=MappingProxyType(
-                    {node: MappingProxyType(dict(pods)) for node, pods in self._by_node.items()}
-                ),
+                pods_by_node=self._pods_by_node(),
                 synced=self.synced,
             )
         return self._view
