@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import structlog
 
 from healer.engine import planning, state
+from healer.kube import api as kube_api
 from healer.model.events import Event
 from healer.model.ports import Executor
 from healer.model.view import ClusterView
@@ -63,14 +64,12 @@ class Daemon:
         self,
         *,
         settings: Settings,
-        api: Any,
+        api: kube_api.KubeApi,
         executor: Executor,
         notifier: Notifier,
         rules: RulesHolder[Any],
         metrics: Metrics,
         elector: Elector | None,
-        node_sources: Callable[[], list[AsyncIterator[Event]]] | None = None,
-        cluster_sources: Callable[[], list[AsyncIterator[Event]]] | None = None,
     ) -> None:
         self.settings = settings
         self._api = api
@@ -79,8 +78,6 @@ class Daemon:
         self.rules = rules
         self.metrics = metrics
         self._elector = elector
-        self._node_sources = node_sources or self._watch_own_node
-        self._cluster_sources = cluster_sources or self._watch_cluster
         self.node_reconciler: Reconciler | None = None
         self.cluster_reconciler: Reconciler | None = None
         self.leading = False
@@ -151,7 +148,7 @@ class Daemon:
                 rec = self._reconciler(scope="cluster", node=None, resources_=CLUSTER_RESOURCES)
                 self.cluster_reconciler = rec
                 try:
-                    await rec.run(self._cluster_sources())
+                    await rec.run(self._watch_cluster())
                 except Exception:
                     log.exception("cluster role failed; restarting it", identity=self.settings.identity)
                     await asyncio.sleep(RESTART_DELAY_S)
@@ -218,7 +215,7 @@ class Daemon:
                     self.node_reconciler = self._reconciler(
                         scope="node", node=self.settings.node, resources_=NODE_RESOURCES
                     )
-                    roles.append(tg.create_task(self.node_reconciler.run(self._node_sources())))
+                    roles.append(tg.create_task(self.node_reconciler.run(self._watch_own_node())))
                 if self.settings.node and self.settings.gpu:
                     roles.append(tg.create_task(self._gpu_agent(self.settings.node)))
                 election = tg.create_task(self._elector.run(self._lead)) if self._elector else None
