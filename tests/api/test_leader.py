@@ -325,3 +325,39 @@ async def test_shutdown_while_a_lost_leadership_drains_is_not_swallowed(
         done, _ = await asyncio.wait({run}, timeout=2)
         assert run in done
         assert run.cancelled()
+
+
+async def test_renewals_do_not_queue_behind_a_saturated_main_bucket(
+    fake: fakeapi.FakeApi, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """`healer run`'s elector has its own token bucket: 30 queued writes on the main one
+    (30 s at 1 QPS) delay neither the first acquire nor the renewals after it."""
+    from healer.runtime import daemon
+    from healer.runtime.metrics import Metrics
+    from healer.runtime.settings import Settings
+
+    settings = Settings(node=None, rules_dir=tmp_path, identity="tethys")
+    async with client.connect(kubeconfig=kubeconfig, qps=1, burst=1) as kube:
+        backlog = [asyncio.create_task(kube.request("GET", "/api/v1/nodes")) for _ in range(30)]
+        elector = daemon.lease_elector(kube, settings=settings, metrics=Metrics(), timings=FAST)
+        changes: list[bool] = []
+        elector.on_change = changes.append
+
+        async def lead() -> None:
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(elector.run(lead))
+        try:
+            await eventually(elector.is_leader.is_set, within=1.0, what="leading despite the backlog")
+            first = lease_spec(fake)["renewTime"]
+            await eventually(
+                lambda: lease_spec(fake)["renewTime"] != first, within=1.0, what="a renewal despite backlog"
+            )
+            await asyncio.sleep(FAST.renew_deadline * 2)  # two renew deadlines: still leading, never lost
+            assert elector.is_leader.is_set()
+            assert changes == [True]
+            assert sum(not t.done() for t in backlog) > 20  # the main bucket really was saturated
+        finally:
+            for t in (task, *backlog):
+                t.cancel()
+            await asyncio.gather(task, *backlog, return_exceptions=True)
