@@ -79,6 +79,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except snapshot.SnapshotError as e:
             raise UsageError(str(e)) from e
         source = args.snapshot
+        if args.now is None:  # a saved snapshot plans as of when it was taken
+            now = snapshot.taken_at(view) or now
     else:
         view = live_view(args)
         source = "the live cluster"
@@ -105,7 +107,11 @@ def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="output of `kubectl get nodes,pods,pdb,pv,pvc -A -o yaml` (or -o json)",
     )
-    p.add_argument("--now", metavar="RFC3339", help="plan as of this time (default: now)")
+    p.add_argument(
+        "--now",
+        metavar="RFC3339",
+        help="plan as of this time (default: now; a --snapshot: when taken, i.e. its newest node heartbeat)",
+    )
     p.add_argument(
         "--rules", metavar="DIR", help="rules directory (default: $HEALER_RULES_DIR or the packaged rules)"
     )

@@ -8,6 +8,7 @@ untrusted: every problem becomes a `SnapshotError` with a one-line reason.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,20 @@ def load(path: Path | str) -> ClusterView:
     except OSError as e:
         raise SnapshotError(f"{p}: cannot read: {e.strerror}") from e
     return view_from(parse(text, source=str(p)), source=str(p))
+
+
+def taken_at(view: ClusterView) -> datetime | None:
+    """When the snapshot was taken, as well as the file can tell: its newest node heartbeat.
+
+    kubectl prints no capture time, but every live kubelet renews its conditions'
+    `lastHeartbeatTime` within minutes, so the newest one is a close, never-later estimate.
+    Planning a saved snapshot "as of then" keeps `for:` durations what they were at capture
+    (an estimate a little early only makes conditions look younger: never a premature action).
+    """
+    beats = [
+        cond.last_heartbeat
+        for node in view.nodes.values()
+        for cond in node.conditions
+        if cond.last_heartbeat is not None
+    ]
+    return max(beats, default=None)

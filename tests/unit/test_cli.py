@@ -127,3 +127,15 @@ def test_usage_errors_exit_2() -> None:
     assert healer().returncode == 2
     assert healer("frobnicate").returncode == 2
     assert healer("plan", "--output", "xml").returncode == 2
+
+
+def test_a_snapshot_plans_as_of_when_it_was_taken() -> None:
+    """Without --now, a saved snapshot is planned at its newest node heartbeat, not today."""
+    implicit = healer("plan", "--snapshot", EXAMPLE)
+    assert implicit.returncode == 0, implicit.stderr
+    assert "at 2025-10-15T11:59:41Z" in implicit.stdout
+    assert "Ready=Unknown for 2d 2h" in implicit.stdout
+    explicit = healer("plan", "--snapshot", EXAMPLE, "--now", "2025-10-15T11:59:41Z")
+    assert explicit.stdout == implicit.stdout
+    later = healer("plan", "--snapshot", EXAMPLE, "--now", "2025-10-25T11:59:41Z")
+    assert "Ready=Unknown for 12d 2h" in later.stdout

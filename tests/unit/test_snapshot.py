@@ -4,6 +4,7 @@ anything else is a SnapshotError with a one-line reason."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,24 @@ def test_missing_binary_and_directory_inputs(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(snapshot.SnapshotError, match="not a text file"):
         snapshot.load(binary)
+
+
+def test_taken_at_is_the_newest_heartbeat_and_none_without_one() -> None:
+    from healer.model.view import ClusterView, Condition, ConditionStatus, Node
+
+    old = datetime(2025, 10, 13, tzinfo=UTC)
+    new = datetime(2025, 10, 15, 11, 59, 41, tzinfo=UTC)
+    view = ClusterView.of(
+        nodes=[
+            Node(
+                name="a",
+                conditions=(Condition(type="Ready", status=ConditionStatus.TRUE, last_heartbeat=new),),
+            ),
+            Node(
+                name="b",
+                conditions=(Condition(type="Ready", status=ConditionStatus.UNKNOWN, last_heartbeat=old),),
+            ),
+        ]
+    )
+    assert snapshot.taken_at(view) == new
+    assert snapshot.taken_at(ClusterView.of(nodes=[Node(name="c")])) is None
