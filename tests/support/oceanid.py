@@ -17,9 +17,9 @@ levels, and on styx exactly the kinds of pods that behave differently when a nod
 
 Nodes carry no topology.kubernetes.io/zone label (K3s sets none), so all three share zone "".
 Node lifecycle only stops evicting in a zone when it is fully down, or when at least 3 of its
-nodes and at least 55 % of them are unhealthy (clusters of <= 50 nodes); one dead node of three keeps the zone "Normal", so taint
-eviction proceeds exactly as it did on the real cluster. Tests that break more nodes at once
-must keep that in mind.
+nodes and at least 55 % of them are unhealthy (clusters of <= 50 nodes); one dead node of
+three keeps the zone "Normal", so taint eviction proceeds exactly as it did on the real cluster.
+Tests that break more nodes at once must keep that in mind.
 
 Placement is deterministic without pinning pods to nodes (pinning would also pin their
 replacements): phase 1 cordons tethys and calypso so styx's workloads can only land on styx;
