@@ -1,14 +1,16 @@
 """`healer run`: every part wired together in one asyncio TaskGroup.
 
-    watch(own node, own pods) ──> node Reconciler (scope=node)    ─┐
+    watch(own node, own pods, other GPU nodes) ──> node Reconciler ─┐
     leader only: watch(all nodes, pods, PVs, PVCs, PDBs)           ├─> executor ─> API
                               ──> cluster Reconciler (scope=cluster)┘      └─> notifier
     RulesHolder (hot reload) · HealthServer (/healthz /readyz /metrics) · Lease election
 
 Why it is shaped like this:
 - Every pod runs the node role for its own node (field-selected watches: the API cost does
-  not grow with the cluster); only the elected leader watches everything and runs the
-  cluster role, because a dead node cannot heal itself and N racing peers would act N times.
+  not grow with the cluster; with the GPU watcher on, also the other GPU-labelled Nodes, so
+  the engine knows whether GPU pods could run elsewhere); only the elected leader watches
+  everything and runs the cluster role, because a dead node cannot heal itself and N racing
+  peers would act N times.
 - The cluster role lives in its own task: losing the Lease cancels it at once, mid-action if
   need be (every action is idempotent, so the next leader simply finds it done or not).
 - SIGTERM drains: the reconcilers finish the action in flight and stop, the Lease is
@@ -20,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from healer.engine import planning, state
 from healer.kube import api as kube_api
-from healer.model.events import Event
+from healer.model.events import Disconnected, Event, Listed
 from healer.model.ports import Executor
 from healer.model.view import ClusterView
 from healer.notify import notifier as notify
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 NODE_RESOURCES = ("nodes", "pods")
+GPU_NODES = "gpu-nodes"  # the other GPU nodes' watch, listed on its own (see `_watch_gpu_nodes`)
+GPU_PRESENT_SELECTOR = "nvidia.com/gpu.present=true"  # labelSelector (GPU feature discovery)
 CLUSTER_RESOURCES = ("nodes", "pods", "persistentvolumes", "persistentvolumeclaims", "poddisruptionbudgets")
 DRAIN_TIMEOUT_S = 20.0
 RESTART_DELAY_S = 1.0
@@ -54,6 +58,7 @@ LEASE_QPS = 5.0  # the elector's own token bucket (a renewal every 2 s needs far
 LEASE_BURST = 5
 
 Lead = Callable[[], Awaitable[None]]
+GpuAgent = Callable[[str], Coroutine[Any, Any, None]]
 
 
 class Elector(Protocol):
@@ -76,7 +81,9 @@ class Daemon:
         rules: RulesHolder[Any],
         metrics: Metrics,
         elector: Elector | None,
+        gpu_agent: GpuAgent | None = None,
     ) -> None:
+        """`gpu_agent(node)` runs the node's GPU watcher when `settings.gpu` (default: NVML)."""
         self.settings = settings
         self._api = api
         self._executor = executor
@@ -84,6 +91,7 @@ class Daemon:
         self.rules = rules
         self.metrics = metrics
         self._elector = elector
+        self._run_gpu_agent: GpuAgent = gpu_agent or self._gpu_agent
         self.node_reconciler: Reconciler | None = None
         self.cluster_reconciler: Reconciler | None = None
         self.leading = False
@@ -116,6 +124,27 @@ class Daemon:
                 on_restart=self._on_restart,
             ),
         ]
+
+    def _watch_gpu_nodes(self) -> AsyncIterator[Event]:
+        """The other GPU nodes (Nodes only, label-selected): whether GPU pods could run elsewhere.
+
+        The engine keeps GPU pods on the last GPU node; a node role that saw only its own Node
+        would think every GPU node the last. Our own Node is left out (its own watch has it), so
+        the two watches never disagree about one object; the stream's Listed/Disconnected are
+        renamed so the store waits for both lists and marks either outage.
+        """
+        node = self.settings.node
+        assert node is not None
+        return _renamed(
+            resources.watch(
+                self._api,
+                kind="nodes",
+                field_selector=f"metadata.name!={node}",
+                label_selector=GPU_PRESENT_SELECTOR,
+                on_restart=self._on_restart,
+            ),
+            resource=GPU_NODES,
+        )
 
     def _watch_cluster(self) -> list[AsyncIterator[Event]]:
         return [
@@ -218,12 +247,21 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 roles: list[asyncio.Task[None]] = []
                 if self.settings.node:
+                    gpu = self.settings.gpu
+                    sources = self._watch_own_node() + ([self._watch_gpu_nodes()] if gpu else [])
                     self.node_reconciler = self._reconciler(
-                        scope="node", node=self.settings.node, resources_=NODE_RESOURCES
+                        scope="node",
+                        node=self.settings.node,
+                        resources_=NODE_RESOURCES + ((GPU_NODES,) if gpu else ()),
                     )
-                    roles.append(tg.create_task(self.node_reconciler.run(self._watch_own_node())))
-                if self.settings.node and self.settings.gpu:
-                    roles.append(tg.create_task(self._gpu_agent(self.settings.node)))
+                    roles.append(tg.create_task(self.node_reconciler.run(sources)))
+                # not drained with the roles: it watches until cancelled (its condition writes
+                # are idempotent), so waiting for it would hold every stop for DRAIN_TIMEOUT_S
+                gpu_task = (
+                    tg.create_task(self._run_gpu_agent(self.settings.node))
+                    if self.settings.node and self.settings.gpu
+                    else None
+                )
                 election = tg.create_task(self._elector.run(self._lead)) if self._elector else None
                 reload = tg.create_task(self.rules.watch(changed=self.poke))
                 await self._stopping.wait()
@@ -239,6 +277,8 @@ class Daemon:
                 reload.cancel()
                 for task in roles:
                     task.cancel()
+                if gpu_task is not None:
+                    gpu_task.cancel()
         finally:
             with contextlib.suppress(Exception):
                 await self.server.stop()
@@ -252,6 +292,18 @@ class Daemon:
         election.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await election
+
+
+async def _renamed(events: AsyncIterator[Event], *, resource: str) -> AsyncIterator[Event]:
+    """`events` with Listed/Disconnected reporting `resource` (objects pass unchanged)."""
+    async for event in events:
+        match event:
+            case Listed():
+                yield Listed(resource=resource)
+            case Disconnected(error=error):
+                yield Disconnected(resource=resource, error=error)
+            case _:
+                yield event
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

@@ -20,7 +20,6 @@ from kubernetes_asyncio import client
 
 from healer.gpu.fake import FakeGpu, FakeNvml
 from healer.model import names
-from healer.watch import resources
 from tests.gpu.harness import fast_rules, gpu_node
 from tests.support.kube import is_running, list_pods, manifest, node_condition, node_taint_keys, read_node
 from tests.support.oceanid import CALYPSO, build_oceanid
@@ -202,17 +201,11 @@ async def test_fatal_ecc_evicts_gpu_pods_when_another_gpu_node_can_run_them(
 ) -> None:
     """A second GPU node (calypso-2) exists, so GPU pods move there through the Eviction API.
 
-    The node role is given a watch on all nodes: with only its own node in view it cannot know
-    another GPU node exists and would keep the pods (see the GPU engineer's report).
+    Production wiring: the node role watches its own Node plus the other GPU-labelled Nodes
+    (`nvidia.com/gpu.present=true`), so it knows calypso is not the last GPU node.
     """
     await _add_gpu_node(kube, control_plane, "calypso-2")
     nvml = FakeNvml([FakeGpu(uuid="GPU-5c9e-4090")])
-
-    def sources(api: Any) -> list[Any]:
-        return [
-            resources.watch(api, kind="nodes"),
-            resources.watch(api, kind="pods", field_selector=resources.pods_on_node_selector(CALYPSO)),
-        ]
 
     async with gpu_node(
         kubeconfig=control_plane.kubeconfig,
@@ -220,7 +213,6 @@ async def test_fatal_ecc_evicts_gpu_pods_when_another_gpu_node_can_run_them(
         rules_dir=fast_rules(tmp_path / "rules"),
         nvml=nvml,
         poll_interval=0.5,
-        node_sources=sources,
     ) as h:
         await wait_until(lambda: _status_is(kube, "True"), timeout_s=WITHIN_S, what="GPUHealthy=True")
         nvml.inject_ecc(0, uncorrected=2)

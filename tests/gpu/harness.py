@@ -28,7 +28,6 @@ from healer.gpu.fake import FakeNvml
 from healer.gpu.source import NvmlSource, utcnow
 from healer.kube import client
 from healer.model.actions import Action, Outcome
-from healer.model.events import Event
 from healer.model.view import ClusterView
 from healer.runtime.daemon import Daemon, load_rules_holder
 from healer.runtime.metrics import Metrics
@@ -109,7 +108,6 @@ async def gpu_node(
     nvml: FakeNvml,
     poll_interval: float = 0.5,
     clock: Callable[[], datetime] = utcnow,
-    node_sources: Callable[[Any], list[AsyncIterator[Event]]] | None = None,
     wait_timeout_ms: int = 100,
     debounce_s: float = 0.02,
     tick_s: float = 0.5,
@@ -122,7 +120,7 @@ async def gpu_node(
             node=node,
             rules_dir=rules_dir,
             elect=False,
-            gpu=False,  # the daemon's own agent would use the real pynvml; ours runs on FakeNvml
+            gpu=True,  # production wiring (other GPU nodes watched); the agent is ours, on FakeNvml
             http_port=0,
             http_host="127.0.0.1",
             identity=f"healer-{node}",
@@ -138,7 +136,7 @@ async def gpu_node(
             rules=rules,
             metrics=metrics,
             elector=None,
-            node_sources=(lambda: node_sources(api)) if node_sources else None,
+            gpu_agent=lambda _node: run_agent(),
         )
         source = NvmlSource.open(
             node=node, nvml=nvml, poll_interval=poll_interval, wait_timeout_ms=wait_timeout_ms, clock=clock
@@ -160,16 +158,14 @@ async def gpu_node(
                 await agent.wait_for_node(timeout_s=30)
                 await agent.run(source)
 
-        daemon_task = asyncio.create_task(daemon.run())
-        agent_task = asyncio.create_task(run_agent())
+        daemon_task = asyncio.create_task(daemon.run())  # runs run_agent() as its GPU watcher
         try:
             yield harness
         finally:
-            agent_task.cancel()
             daemon.stop()
             await asyncio.wait([daemon_task], timeout=30)
             daemon_task.cancel()
-            await asyncio.gather(agent_task, daemon_task, return_exceptions=True)
+            await asyncio.gather(daemon_task, return_exceptions=True)
 
 
 async def until(probe: Callable[[], Any], *, what: str, timeout_s: float, interval_s: float = 0.05) -> Any:

@@ -190,13 +190,10 @@ async def test_fatal_xid_quarantines_last_gpu_node_keeps_pods_and_recovery_relea
 
 
 async def test_gpu_pods_are_evicted_when_another_gpu_node_can_take_them(api: FakeApi, tmp_path: Path) -> None:
-    """With another schedulable GPU node in the node role's view, GPU pods go through the Eviction API.
+    """Another schedulable GPU node exists, so GPU pods go through the Eviction API.
 
-    The node role's default watches see only its own node, so this test gives it a view of all
-    nodes (see the report: the runtime must let the node role see the other GPU nodes).
+    Production wiring: the node role watches its own Node and the other GPU-labelled Nodes.
     """
-    from healer.watch import resources
-
     api.put("nodes", gpu_node_obj(NODE))
     api.put("nodes", gpu_node_obj("calypso-2"))
     api.put(
@@ -206,19 +203,12 @@ async def test_gpu_pods_are_evicted_when_another_gpu_node_can_take_them(api: Fak
     nvml = FakeNvml([FakeGpu(uuid="GPU-4090-0")])
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server=api.url)
 
-    def sources(kube: Any) -> list[Any]:
-        return [
-            resources.watch(kube, kind="nodes"),
-            resources.watch(kube, kind="pods", field_selector=resources.pods_on_node_selector(NODE)),
-        ]
-
     async with gpu_node(
         kubeconfig=kubeconfig,
         node=NODE,
         rules_dir=fast_rules(tmp_path / "rules"),
         nvml=nvml,
         poll_interval=0.2,
-        node_sources=sources,
     ):
         await until(
             lambda: gpu_condition(api) and gpu_condition(api)[0] == "True",
