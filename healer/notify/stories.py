@@ -5,7 +5,9 @@ plans; an operator wants one message per incident that says what happened, what 
 did, where the pods went and what still needs a human, then one message when it is over.
 `Tracker` groups actions and outcomes by `action.incident`, waits until the pods it
 released run elsewhere (or a deadline passes) before telling the story, and turns
-storm-guard holds and Evicted-pod clean-ups into one alert each. Time comes in as `now`,
+storm-guard holds and Evicted-pod clean-ups into one alert each. While the storm guard is
+up, the per-node not-ready stories fold into the storm alert (it names the unhealthy nodes):
+no opening, update or recovery of their own; "Storm over" says which came back. Time comes in as `now`,
 so every decision here is testable with plain values.
 """
 
@@ -105,6 +107,7 @@ class _Incident:
     problems: dict[str, Item] = field(default_factory=dict)  # need a human
     blocked: dict[str, Item] = field(default_factory=dict)  # healer retries by itself
     opened_sent: bool = False
+    folded: bool = False  # not told on its own: it began while the storm alert told it
     dirty: bool = False
     healthy_since: datetime | None = None
 
@@ -127,6 +130,8 @@ class Tracker:
         self._sent: dict[tuple[str, Stage], datetime] = {}
         self._storm_seen: datetime | None = None
         self._storm_open = False
+        self._storm_recovered: list[str] = []  # nodes whose recovery the storm alert stands for
+        self._quiet: set[str] = set()  # folded incidents resolved: their late recoveries too
         self._cleanups = 0
 
     # -- inputs ---------------------------------------------------------------------------
@@ -191,20 +196,20 @@ class Tracker:
             and _age(self._storm_seen, now) >= self.timings.storm_clear_s
         ):
             self._storm_open = False
+            items = [Item(text=f"No action held by the storm guard since {_at(self._storm_seen)}")]
+            if self._storm_recovered:
+                items.append(Item(text=f"ready again: {', '.join(sorted(set(self._storm_recovered)))}"))
+            self._storm_recovered = []
+            for incident in self._incidents.values():
+                if incident.folded:  # still down: told on its own once it settles again
+                    incident.opened_at = incident.changed_at = now
             out += self._emit(
                 Message(
                     key=STORM,
                     stage=Stage.RESOLVED,
                     title=self._title("Storm over: healer acts again"),
                     lead=self._lead(),
-                    sections=(
-                        Section(
-                            heading="What happened",
-                            items=(
-                                Item(text=f"No action held by the storm guard since {_at(self._storm_seen)}"),
-                            ),
-                        ),
-                    ),
+                    sections=(Section(heading="What happened", items=tuple(items)),),
                     severity=Severity.INFO,
                     tags=frozenset({STORM}),
                 ),
@@ -361,13 +366,18 @@ class Tracker:
         out: list[Message] = []
         for incident in list(self._incidents.values()):
             self._verify(incident, view)
+            if self._storm_open and _readiness(incident.kind):
+                incident.folded = incident.folded or not incident.opened_sent
+                continue  # the storm alert tells it; what changes waits for the storm to end
             if not incident.dirty or not self._ready(incident, now):
                 continue
             stage = Stage.UPDATED if incident.opened_sent else Stage.OPENED
             if stage is Stage.UPDATED and self._recent(incident.key, stage, now):
                 continue  # coalesce: the update goes out when the window has passed
             incident.opened_sent = True
+            incident.folded = False
             incident.dirty = False
+            self._quiet.discard(incident.key)
             out += self._emit(self._story(incident, stage, view, now), now)
         return out
 
@@ -407,6 +417,13 @@ class Tracker:
     def _resolve(self, key: str, notifies: list[Notify], view: ClusterView, now: datetime) -> list[Message]:
         out: list[Message] = []
         incident = self._incidents.pop(key, None)
+        if _readiness(key.split("/", 1)[0]):
+            folded = incident.folded if incident is not None else key in self._quiet
+            if folded or self._storm_open:
+                if self._storm_open:
+                    self._storm_recovered.append(incident.node if incident else key.split("/", 1)[-1])
+                self._quiet.add(key)  # the engine's own recovery notice may come a plan later
+                return out
         if incident is not None and not incident.opened_sent and incident.dirty:
             self._verify(incident, view)
             out += self._emit(self._story(incident, Stage.OPENED, view, now), now)
@@ -566,6 +583,7 @@ class Tracker:
             )
         if not view.synced:
             items.append(Item(text="healer's view of the API is stale"))
+        items.append(Item(text="healer deletes and evicts no pod anywhere until the storm is over"))
         advice = Item(
             text="This looks like a network, API or power problem rather than single nodes; "
             "check the control plane and the network:",
@@ -665,6 +683,11 @@ def _is_recovery(action: Action) -> bool:
     return isinstance(action, SetCondition) and action.status == "True"
 
 
+def _readiness(kind: str) -> bool:
+    """A node not-ready incident (what the storm guard counts), by the incident's kind."""
+    return "not-ready" in kind or "unreachable" in kind or kind == "node-down"
+
+
 def _healthy(incident: _Incident, view: ClusterView) -> bool | None:
     """Whether the incident's node is healthy again; None where the view cannot tell."""
     node = view.nodes.get(incident.node)
@@ -673,7 +696,7 @@ def _healthy(incident: _Incident, view: ClusterView) -> bool | None:
     if incident.kind.startswith("gpu"):
         cond = node.condition(names.GPU_CONDITION)
         healthy = cond is not None and cond.status is ConditionStatus.TRUE
-    elif "not-ready" in incident.kind or "unreachable" in incident.kind or incident.kind == "node-down":
+    elif _readiness(incident.kind):
         healthy = node.ready is ConditionStatus.TRUE
     else:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from healer.model import names
 from healer.model.actions import (
+    Action,
     AddTaint,
     Cordon,
     Delete,
@@ -19,7 +20,7 @@ from healer.model.actions import (
     Stage,
     Uncordon,
 )
-from healer.model.view import ClusterView
+from healer.model.view import ClusterView, ObjectRef
 from healer.notify.messages import Message
 from healer.notify.stories import Timings, Tracker
 from tests.notify.builders import (
@@ -313,3 +314,128 @@ def test_gpu_incident_story_and_recovery_on_uncordon() -> None:
     assert recovered.stage is Stage.RESOLVED
     assert recovered.title == "calypso GPU healthy again"
     assert "gpu" in recovered.route_tags
+
+
+STORM_NODES = ("doris", "nereus", "styx")
+
+
+def _storm_view(*, down: tuple[str, ...] = STORM_NODES) -> ClusterView:
+    names_ = ("tethys", "calypso", "thetis", *STORM_NODES)
+    return ClusterView.of(nodes=[node(n, ready="Unknown" if n in down else "True") for n in names_])
+
+
+def _not_ready(name: str, *, facts: tuple[tuple[str, str], ...] = ()) -> tuple[Cordon, Notify]:
+    incident = f"node-not-ready/{name}"
+    cordon = Cordon(target=node_ref(name), rule="node-not-ready", reason="NotReady", incident=incident)
+    note = Notify(
+        target=node_ref(name),
+        rule="node-not-ready",
+        reason="r",
+        incident=incident,
+        title=f"{name} is not ready",
+        stage=Stage.OPENED,
+        facts=facts,
+    )
+    return cordon, note
+
+
+def _ready_again(name: str, *, stage: Stage = Stage.RESOLVED) -> Notify:
+    return Notify(
+        target=node_ref(name),
+        rule="node-ready-again",
+        reason="r",
+        incident=f"node-not-ready/{name}",
+        title=f"{name} is ready again",
+        stage=stage,
+    )
+
+
+def _storm_notify(stage: Stage) -> Notify:
+    return Notify(
+        target=ObjectRef(kind="Cluster", name="cluster"),
+        rule="storm-guard",
+        reason="r",
+        incident="storm",
+        title="Storm guard up",
+        stage=stage,
+        facts=(("Why", "3 of 6 nodes unhealthy (doris, nereus, styx), more than 2: no pod is deleted"),),
+    )
+
+
+def test_per_node_stories_fold_into_the_storm_alert_and_one_follow_up_when_it_ends() -> None:
+    """3 of 6 nodes stop together: one alert while it lasts (no per-node opening, update or
+    recovery of its own), one "storm over" naming the nodes back, nothing after that."""
+    tracker = Tracker(timings=Timings(settle_s=10, storm_clear_s=120))
+    sent: list[Message] = []
+    view = _storm_view()
+
+    def observe(t: float, *actions: Action, view: ClusterView = view) -> None:
+        plan = Plan(actions=actions)
+        done = applied(*(a for a in actions if not isinstance(a, Notify)))
+        sent.extend(
+            m for m in tracker.observe(plan=plan, outcomes=done, view=view, now=at(t)) if not m.deduped
+        )
+
+    def tick(t: float, *, view: ClusterView = view) -> None:
+        sent.extend(m for m in tracker.tick(view=view, now=at(t)) if not m.deduped)
+
+    observe(0, *_not_ready("styx"))  # the first to be noticed, before the storm guard is up
+    observe(3, _storm_notify(Stage.OPENED), *_not_ready("nereus"), *_not_ready("doris"))
+    for t in (15, 30, 45):  # the engine re-plans with new facts; the tracker ticks
+        for name in STORM_NODES:
+            _cordon, note = _not_ready(name, facts=(("Held (storm)", f"at {t}"),))
+            observe(t, note)
+        tick(t + 1)
+    [storm] = sent
+    assert storm.key == "storm"
+    assert storm.stage is Stage.OPENED
+    text = storm.text()
+    assert "unhealthy nodes (3/6): doris, nereus, styx" in text
+    assert "no pod is deleted" in text
+    assert "healer deletes and evicts no pod anywhere until the storm is over" in text
+
+    # all three are back: the storm lifts; the engine resolves each node (twice for doris)
+    back = _storm_view(down=())
+    uncordon = Uncordon(
+        target=node_ref("doris"), rule="node-ready-again", reason="r", incident="node-not-ready/doris"
+    )
+    observe(60, _storm_notify(Stage.RESOLVED), _ready_again("doris"), uncordon, view=back)
+    observe(61, _ready_again("doris"), _ready_again("nereus"), _ready_again("styx"), view=back)
+    assert sent == [storm]
+    tick(62, view=back)
+    assert len(sent) == 2
+    over = sent[1]
+    assert over.key == "storm"
+    assert over.stage is Stage.RESOLVED
+    assert "ready again: doris, nereus, styx" in over.text()
+    observe(70, _ready_again("doris"), _ready_again("styx"), view=back)  # late notices stay quiet
+    for t in (100, 200, 400, 1000):
+        tick(t, view=back)
+    assert sent == [storm, over]
+
+
+def test_a_node_still_down_when_the_storm_ends_gets_its_own_story_once_it_settles() -> None:
+    tracker = Tracker(timings=Timings(settle_s=10, storm_clear_s=120))
+    view = _storm_view()
+    cordon, note = _not_ready("nereus")
+    [storm] = tracker.observe(
+        plan=Plan(actions=(_storm_notify(Stage.OPENED), cordon, note)),
+        outcomes=applied(cordon),
+        view=view,
+        now=at(0),
+    )
+    assert storm.key == "storm"
+    assert tracker.tick(view=view, now=at(30)) == []
+    one_down = _storm_view(down=("nereus",))
+    assert (
+        tracker.observe(
+            plan=Plan(actions=(_storm_notify(Stage.RESOLVED),)), outcomes=[], view=one_down, now=at(40)
+        )
+        == []
+    )
+    [over] = tracker.tick(view=one_down, now=at(41))
+    assert over.title == "Storm over: healer acts again"
+    assert tracker.tick(view=one_down, now=at(45)) == []  # it settles again first
+    [story] = tracker.tick(view=one_down, now=at(52))
+    assert (story.key, story.stage) == ("node-not-ready/nereus", Stage.OPENED)
+    assert story.title.startswith("nereus is not ready")
