@@ -371,6 +371,8 @@ class Tracker:
                 continue  # the storm alert tells it; what changes waits for the storm to end
             if not incident.dirty or not self._ready(incident, now):
                 continue
+            if incident.folded and _ready_again(incident, view):
+                continue  # back before it was told on its own: the storm alert told it
             stage = Stage.UPDATED if incident.opened_sent else Stage.OPENED
             if stage is Stage.UPDATED and self._recent(incident.key, stage, now):
                 continue  # coalesce: the update goes out when the window has passed
@@ -686,6 +688,12 @@ def _is_recovery(action: Action) -> bool:
 def _readiness(kind: str) -> bool:
     """A node not-ready incident (what the storm guard counts), by the incident's kind."""
     return "not-ready" in kind or "unreachable" in kind or kind == "node-down"
+
+
+def _ready_again(incident: _Incident, view: ClusterView) -> bool:
+    """A readiness incident whose node reports Ready (healer's uncordon may be still to come)."""
+    node = view.nodes.get(incident.node)
+    return _readiness(incident.kind) and node is not None and node.ready is ConditionStatus.TRUE
 
 
 def _healthy(incident: _Incident, view: ClusterView) -> bool | None:

@@ -3,7 +3,10 @@
 When several nodes vanish at once the likely cause is the network or the control plane, not
 the nodes; force-deleting their pods then does harm. The storm guard (more than
 max(1, 1/3 x 6) = 2 nodes unhealthy) holds every release and eviction and the notifier sends
-one storm alert, to a real local HTTP receiver through apprise.
+one storm alert, to a real local HTTP receiver through apprise: while the storm lasts the
+receiver gets exactly that one message (the per-node not-ready stories fold into it), and
+when the nodes are back exactly one follow-up ("storm over"), even after healer uncordons
+them (no per-node "ready again").
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -26,6 +28,7 @@ from tests.e2e.healer_procs import (
     healer_events,
     lease_holder,
 )
+from tests.e2e.receiver import Receiver, receiving
 from tests.e2e.test_incident_healer import RELEASE_FOR_S, SLACK_S, T
 from tests.support.controlplane import ControlPlane as E2EControlPlane
 from tests.support.kube import node_condition, read_node
@@ -59,28 +62,6 @@ async def _add_worker(control_plane: E2EControlPlane, api: client.ApiClient, nam
     await wait_until(ready, timeout_s=60, what=f"{name} Ready")
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """A local HTTP endpoint apprise's json:// posts to; arrivals in order."""
-    arrivals: list[dict[str, Any]] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        arrivals.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(runner.addresses[0][1])
-    try:
-        yield f"json://127.0.0.1:{port}/alerts", arrivals
-    finally:
-        await runner.cleanup()
-
-
 async def _all_pods(api: client.ApiClient) -> dict[tuple[str, str], str]:
     pods = await client.CoreV1Api(api).list_pod_for_all_namespaces()
     return {(p.metadata.namespace, p.metadata.name): p.metadata.uid for p in pods.items}
@@ -92,13 +73,19 @@ def _storm_alerts(arrivals: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [a for a, t in titles if "storm" in t and not any(w in t for w in ("lifted", "over"))]
 
 
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as rx:
+        yield rx
+
+
 async def test_three_of_six_nodes_down_deletes_nothing_and_alerts_once(
     control_plane: E2EControlPlane,
     kube: client.ApiClient,
     tmp_path: Path,
-    receiver: tuple[str, list[dict[str, Any]]],
+    receiver: Receiver,
 ) -> None:
-    url, arrivals = receiver
+    url, arrivals = receiver.url, receiver.arrivals
     control_plane.reset()
     cluster = await build_oceanid(kube, agents=control_plane)
     for name in EXTRA_WORKERS:
@@ -139,12 +126,36 @@ async def test_three_of_six_nodes_down_deletes_nothing_and_alerts_once(
             await holds_for(
                 nothing_deleted, duration_s=30, what="no pod deleted during the storm", interval_s=2
             )
+            during = list(arrivals)
         finally:
             for name in down:
                 control_plane.start_kubelet(node=name)
+        # while it lasted: the storm alert and nothing else (no per-node opening or update)
+        assert len(during) == 1, receiver.titles()
+        (storm,) = during
+        assert _storm_alerts(during) == [storm]
+        text = receiver.text(storm)
+        assert all(name in text for name in down), text  # it names the unhealthy nodes
+        assert "no pod" in text  # and says nothing is deleted
+
+        async def follow_ups() -> list[dict[str, Any]]:
+            return arrivals[1:]
+
+        await wait_until(follow_ups, timeout_s=90, what="the storm-over follow-up")
+
+        async def uncordoned() -> bool:  # node-ready-again: Ready for 60 s, then healer uncordons
+            nodes = [await read_node(kube, name=name) for name in down]
+            return not any(n.spec.unschedulable for n in nodes)
+
+        await wait_until(uncordoned, timeout_s=150, what="healer uncordons the nodes that came back")
+
+        async def one_follow_up() -> bool:
+            return len(arrivals) == 2
+
+        await holds_for(one_follow_up, duration_s=15, what="one follow-up, no per-node recovery")
+        assert "storm over" in str(arrivals[1].get("title", "")).lower(), receiver.titles()
 
     counts = event_counts(await healer_events(kube))
     assert not [k for k in counts if k[0] in ("HealerForceDelete", "HealerEvict", "HealerDelete")]
-    storm = _storm_alerts(arrivals)
-    assert len(storm) == 1, [a.get("title") for a in arrivals]
+    assert len(_storm_alerts(arrivals)) == 1, receiver.titles()
     print(f"\nstorm: {len(arrivals)} message(s) at the receiver: {[a.get('title') for a in arrivals]}")
