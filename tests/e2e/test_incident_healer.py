@@ -10,7 +10,11 @@ replaces the StatefulSet pod (tests/e2e/test_incident_upstream.py); with healer:
   taint, as an operator who powered styx off would), then moves;
 - the pod on a node-local volume is reported (held, "eligibility"), never force-deleted by
   healer; so is the bare pod;
-- when styx comes back and stays Ready, healer uncordons it.
+- when styx comes back and stays Ready, healer uncordons it;
+- the notifier (apprise to a real local json:// receiver) sends one opening story that names
+  styx, the released pods and where they now run, the held StatefulSet pod with the fence
+  command and the node-local-volume pod; the fence's result at most as one update; and
+  exactly one recovery message once styx is back.
 
 The control plane runs with upstream's default node timings here (50 s grace, 300 s
 toleration), so what is measured is healer's doing, not a shortened taint eviction: the time
@@ -20,8 +24,9 @@ upstream alone: about 6 minutes, and never for the StatefulSet).
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +41,12 @@ from tests.e2e.healer_procs import (
     healer_events,
     lease_holder,
 )
+from tests.e2e.receiver import Receiver, receiving
 from tests.support.controlplane import FAST_TIMINGS, UPSTREAM_TIMINGS
 from tests.support.controlplane import ControlPlane as E2EControlPlane
 from tests.support.kube import is_running, is_terminating, list_pods, node_condition, read_node
 from tests.support.oceanid import CALYPSO, TETHYS, OceanidCluster, Workload, build_oceanid
-from tests.support.wait import wait_until
+from tests.support.wait import holds_for, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -95,12 +101,53 @@ def held(healers: Healers, *, name: str, guard: str) -> bool:
     )
 
 
-async def start_healers(api: client.ApiClient, control_plane: E2EControlPlane, tmp_path: Path) -> Healers:
+async def start_healers(
+    api: client.ApiClient, control_plane: E2EControlPlane, tmp_path: Path, *, notify_url: str = ""
+) -> Healers:
     await ensure_namespace(api)
+    env = {"HEALER_NOTIFY_URLS": notify_url} if notify_url else {}
     return Healers(
-        Healer(node=TETHYS, kubeconfig=control_plane.kubeconfig, log_dir=tmp_path),
-        Healer(node=CALYPSO, kubeconfig=control_plane.kubeconfig, log_dir=tmp_path),
+        Healer(node=TETHYS, kubeconfig=control_plane.kubeconfig, log_dir=tmp_path, env=env),
+        Healer(node=CALYPSO, kubeconfig=control_plane.kubeconfig, log_dir=tmp_path, env=env),
     )
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as rx:
+        yield rx
+
+
+def _kinds(rx: Receiver) -> list[str]:
+    """Each message as opened / update / recovery (by its title)."""
+    out = []
+    for title in rx.titles():
+        low = title.lower()
+        out.append(
+            "update" if low.startswith("update:") else "recovery" if "ready again" in low else "opened"
+        )
+    return out
+
+
+async def _check_opening(
+    api: client.ApiClient, cluster: OceanidCluster, *, text: str, old_names: dict[str, set[str]]
+) -> None:
+    """The opening story: styx, each released pod and where it runs now, what waits for a human."""
+    styx = cluster.failed_node
+    assert styx in text.splitlines()[0], text
+    for w in cluster.movable_deployments:
+        now_on = {
+            p.spec.node_name for p in await pods_of(api, w) if is_running(p) and p.spec.node_name != styx
+        }
+        for name in old_names[w.name]:
+            where = re.search(rf"{w.namespace}/{re.escape(name)} now runs on (\S+)", text)
+            assert where is not None, f"{name} not reported as moved:\n{text}"
+            assert where.group(1) in now_on, (where.group(1), now_on)
+    (redis,) = old_names[cluster.statefulset.name]
+    assert f"{cluster.statefulset.namespace}/{redis}" in text, text
+    assert "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute" in text, text  # the fence command
+    (pinned,) = old_names[cluster.pinned_deployment.name]
+    assert f"{cluster.pinned_deployment.namespace}/{pinned}" in text, text
 
 
 @pytest.fixture
@@ -117,13 +164,14 @@ def upstream_timings(control_plane: E2EControlPlane) -> Iterator[E2EControlPlane
 
 
 async def test_healer_heals_the_styx_incident(
-    upstream_timings: E2EControlPlane, kube: client.ApiClient, tmp_path: Path
+    upstream_timings: E2EControlPlane, kube: client.ApiClient, tmp_path: Path, receiver: Receiver
 ) -> None:
     control_plane = upstream_timings
     cluster: OceanidCluster = await build_oceanid(kube, agents=control_plane)
     styx = cluster.failed_node
     old = {w.name: await uids_of(kube, w) for w in cluster.on_failed_node}
-    healers = await start_healers(kube, control_plane, tmp_path)
+    old_names = {w.name: {p.metadata.name for p in await pods_of(kube, w)} for w in cluster.on_failed_node}
+    healers = await start_healers(kube, control_plane, tmp_path, notify_url=receiver.url)
     with healers:
         await wait_until(lambda: lease_holder(kube), timeout_s=60, what="a healer holding the Lease")
 
@@ -177,6 +225,14 @@ async def test_healer_heals_the_styx_incident(
             assert pinned, "the pod on styx's local volume must stay"
             assert held(healers, name=pinned[0].metadata.name, guard="eligibility")
 
+            # one opening story, once the released pods run elsewhere (settle 10 s, deadline 90 s)
+            async def opened() -> bool:
+                return bool(receiver.arrivals)
+
+            await wait_until(opened, timeout_s=90 + SLACK_S, what="the incident message at the receiver")
+            assert _kinds(receiver) == ["opened"], receiver.titles()
+            await _check_opening(kube, cluster, text=receiver.text(receiver.arrivals[0]), old_names=old_names)
+
             # the operator confirms styx is off
             await set_out_of_service(kube, styx, on=True)
             fenced = True
@@ -217,6 +273,18 @@ async def test_healer_heals_the_styx_incident(
         assert counts.get(("HealerUncordon", f"/{styx}")) == 1
         for w in cluster.movable_deployments:
             assert not any(is_terminating(p) for p in await pods_of(kube, w))
+
+        async def recovered() -> bool:
+            return "recovery" in _kinds(receiver)
+
+        await wait_until(recovered, timeout_s=30, what="the recovery message at the receiver")
+        await holds_for(
+            lambda: _true(_kinds(receiver).count("recovery") == 1), duration_s=10, what="one recovery"
+        )
+        kinds = _kinds(receiver)
+        # the fence moved redis-0: that news may come as one update, never as a second story
+        assert kinds in (["opened", "recovery"], ["opened", "update", "recovery"]), receiver.titles()
+        assert styx in receiver.titles()[-1]
 
     print()
     profile = f"upstream timings: node grace {U.node_grace_s}s, toleration {U.toleration_s}s"
