@@ -75,6 +75,9 @@ class Timings:
 
     settle_s: float = 10.0  # let the next plans of a remediation arrive before telling it
     verify_deadline_s: float = 90.0  # tell the story by then even if pods are still pending
+    # a down node is cordoned first and its pods released a plan or two later (rules/nodes.yaml:
+    # 30 s, 60 s): wait this long for the release, so both are one story
+    release_wait_s: float = 60.0
     dedupe_window_s: float = 300.0  # one message per (incident, stage) in this window
     recovery_hold_s: float = 60.0  # node/GPU healthy this long (seen on ticks) = recovered
     storm_clear_s: float = 300.0  # no storm hold for this long = storm over
@@ -369,7 +372,7 @@ class Tracker:
             if self._storm_open and _readiness(incident.kind):
                 incident.folded = incident.folded or not incident.opened_sent
                 continue  # the storm alert tells it; what changes waits for the storm to end
-            if not incident.dirty or not self._ready(incident, now):
+            if not incident.dirty or not self._ready(incident, now, view):
                 continue
             if incident.folded and _ready_again(incident, view):
                 continue  # back before it was told on its own: the storm alert told it
@@ -383,11 +386,13 @@ class Tracker:
             out += self._emit(self._story(incident, stage, view, now), now)
         return out
 
-    def _ready(self, incident: _Incident, now: datetime) -> bool:
+    def _ready(self, incident: _Incident, now: datetime, view: ClusterView) -> bool:
         since = incident.opened_at if not incident.opened_sent else incident.changed_at
         age = _age(since, now)
         if age >= self.timings.verify_deadline_s:
             return True
+        if age < self.timings.release_wait_s and not incident.opened_sent and _release_due(incident, view):
+            return False
         return age >= self.timings.settle_s and not self._pending(incident)
 
     def _pending(self, incident: _Incident) -> list[_Released]:
@@ -688,6 +693,19 @@ def _is_recovery(action: Action) -> bool:
 def _readiness(kind: str) -> bool:
     """A node not-ready incident (what the storm guard counts), by the incident's kind."""
     return "not-ready" in kind or "unreachable" in kind or kind == "node-down"
+
+
+def _release_due(incident: _Incident, view: ClusterView) -> bool:
+    """A down node's incident that released nothing yet while pods that could move are there."""
+    node = view.nodes.get(incident.node)
+    if incident.released or node is None or not _readiness(incident.kind):
+        return False
+    if node.ready is ConditionStatus.TRUE:
+        return False
+    return any(
+        p.owner_kind != "DaemonSet" and not p.is_mirror and p.phase not in ("Succeeded", "Failed")
+        for p in view.pods_on(node.name)
+    )
 
 
 def _ready_again(incident: _Incident, view: ClusterView) -> bool:

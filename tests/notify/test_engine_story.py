@@ -11,7 +11,7 @@ from healer.notify.stories import Timings, Tracker
 from healer.rules import loading
 from tests.notify.builders import at, oceanid, pod
 
-TIMINGS = Timings(settle_s=0, verify_deadline_s=90, dedupe_window_s=300, recovery_hold_s=60)
+TIMINGS = Timings(settle_s=0, verify_deadline_s=90, release_wait_s=0, dedupe_window_s=300, recovery_hold_s=60)
 
 
 def _run(plan: Plan) -> list[Outcome]:

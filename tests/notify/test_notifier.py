@@ -14,7 +14,12 @@ from tests.notify.builders import NODE_INCIDENT, applied, at, node, node_ref, oc
 from tests.notify.conftest import SECRET, HttpReceiver, SmtpReceiver
 
 TIMINGS = Timings(
-    settle_s=0, verify_deadline_s=90, dedupe_window_s=300, recovery_hold_s=60, storm_clear_s=120
+    settle_s=0,
+    verify_deadline_s=90,
+    release_wait_s=0,
+    dedupe_window_s=300,
+    recovery_hold_s=60,
+    storm_clear_s=120,
 )
 SETTINGS = Settings(retries=2, backoff_s=0.01, rate_per_minute=0, digest_window_s=0.3)
 

@@ -35,7 +35,14 @@ from tests.notify.builders import (
     pod_ref,
 )
 
-FAST = Timings(settle_s=0, verify_deadline_s=90, dedupe_window_s=300, recovery_hold_s=60, storm_clear_s=120)
+FAST = Timings(
+    settle_s=0,
+    verify_deadline_s=90,
+    release_wait_s=0,
+    dedupe_window_s=300,
+    recovery_hold_s=60,
+    storm_clear_s=120,
+)
 
 
 def _styx_remediation() -> tuple[Plan, list[Outcome]]:
@@ -463,3 +470,37 @@ def test_a_node_still_down_when_the_storm_ends_gets_its_own_story_once_it_settle
     [story] = tracker.tick(view=one_down, now=at(52))
     assert (story.key, story.stage) == ("node-not-ready/nereus", Stage.OPENED)
     assert story.title.startswith("nereus is not ready")
+
+
+def test_the_cordon_and_the_release_a_plan_later_are_one_opening_story() -> None:
+    """node-not-ready cordons at 30 s, node-not-ready-release releases at 60 s: one story."""
+    tracker = Tracker(timings=Timings(settle_s=10, verify_deadline_s=90, release_wait_s=60))
+    plan, outcomes = _styx_remediation()
+    cordon, releases = plan.actions[0], plan.actions[1:]
+    view = oceanid()
+    assert tracker.observe(plan=Plan(actions=(cordon,)), outcomes=applied(cordon), view=view, now=at(0)) == []
+    assert tracker.tick(view=view, now=at(20)) == []  # past settle_s: the release is still due
+    assert tracker.observe(plan=Plan(actions=releases), outcomes=outcomes[1:], view=view, now=at(30)) == []
+    moved = oceanid(
+        extra=(
+            pod("apps", "web-7d9f-new1", "calypso"),
+            pod("apps", "web-7d9f-new2", "tethys"),
+            pod("apps", "api-5c-new", "tethys", owner=("ReplicaSet", "api-5c")),
+        )
+    )
+    [story] = tracker.tick(view=moved, now=at(45))
+    assert story.stage is Stage.OPENED
+    assert "cordoned styx" in story.text()
+    assert "apps/api-5c-ccc now runs on tethys as api-5c-new" in story.text()
+    assert tracker.tick(view=moved, now=at(400)) == []
+
+
+def test_a_cordon_with_nothing_to_release_is_told_after_settling() -> None:
+    tracker = Tracker(timings=Timings(settle_s=10, verify_deadline_s=90, release_wait_s=60))
+    empty = ClusterView.of(nodes=[node("tethys"), node("styx", ready="Unknown")])
+    cordon = Cordon(target=node_ref("styx"), rule="node-not-ready", reason="r", incident=NODE_INCIDENT)
+    assert (
+        tracker.observe(plan=Plan(actions=(cordon,)), outcomes=applied(cordon), view=empty, now=at(0)) == []
+    )
+    [story] = tracker.tick(view=empty, now=at(11))
+    assert story.stage is Stage.OPENED
