@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.api.fakeapi import FakeApi, node
+from tests.api.fixtures import write_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,22 +27,6 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "f", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
-                "current-context": "f",
-            }
-        )
-    )
-    return path
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -76,7 +61,7 @@ async def test_healer_run_serves_leads_and_drains_on_sigterm(fake: FakeApi, tmp_
         "--node",
         "calypso",
         "--kubeconfig",
-        str(_kubeconfig(tmp_path / "kubeconfig", fake.url)),
+        str(write_kubeconfig(tmp_path / "kubeconfig", server=fake.url)),
         "--http-port",
         str(port),
         cwd=REPO_ROOT,
@@ -154,7 +139,7 @@ async def test_healer_plan_reads_the_live_cluster_and_writes_nothing(fake: FakeA
         "healer",
         "plan",
         "--kubeconfig",
-        str(_kubeconfig(tmp_path / "kubeconfig", fake.url)),
+        str(write_kubeconfig(tmp_path / "kubeconfig", server=fake.url)),
         "--now",
         "2026-11-27T05:00:00Z",
         "--output",
@@ -179,7 +164,7 @@ async def test_healer_plan_says_why_when_the_cluster_is_unreachable(tmp_path: Pa
         "healer",
         "plan",
         "--kubeconfig",
-        str(_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{_port()}")),
+        str(write_kubeconfig(tmp_path / "kubeconfig", server=f"http://127.0.0.1:{_port()}")),
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
