@@ -696,10 +696,15 @@ def _readiness(kind: str) -> bool:
 
 
 def _release_due(incident: _Incident, view: ClusterView) -> bool:
-    """A down node's incident that released nothing yet while pods that could move are there."""
-    node = view.nodes.get(incident.node)
-    if incident.released or node is None or not _readiness(incident.kind):
+    """A down node's incident that released nothing yet while pods that could move are there.
+
+    A view without the node (a node role's, ticking the same notifier) cannot tell: wait.
+    """
+    if incident.released or not _readiness(incident.kind):
         return False
+    node = view.nodes.get(incident.node)
+    if node is None:
+        return True
     if node.ready is ConditionStatus.TRUE:
         return False
     return any(
@@ -709,9 +714,12 @@ def _release_due(incident: _Incident, view: ClusterView) -> bool:
 
 
 def _ready_again(incident: _Incident, view: ClusterView) -> bool:
-    """A readiness incident whose node reports Ready (healer's uncordon may be still to come)."""
+    """A readiness incident whose node reports Ready (healer's uncordon may be still to come).
+
+    A view without the node (a node role's) cannot tell: treated as back, so nothing is told.
+    """
     node = view.nodes.get(incident.node)
-    return _readiness(incident.kind) and node is not None and node.ready is ConditionStatus.TRUE
+    return _readiness(incident.kind) and (node is None or node.ready is ConditionStatus.TRUE)
 
 
 def _healthy(incident: _Incident, view: ClusterView) -> bool | None:

@@ -504,3 +504,15 @@ def test_a_cordon_with_nothing_to_release_is_told_after_settling() -> None:
     )
     [story] = tracker.tick(view=empty, now=at(11))
     assert story.stage is Stage.OPENED
+
+
+def test_a_node_roles_tick_without_the_node_does_not_tell_the_story_early() -> None:
+    """The leader's and the node role's reconcilers share one notifier; the node role's view
+    has only its own node, so it cannot tell whether the release is still due."""
+    tracker = Tracker(timings=Timings(settle_s=10, verify_deadline_s=90, release_wait_s=60))
+    cordon = Cordon(target=node_ref("styx"), rule="node-not-ready", reason="r", incident=NODE_INCIDENT)
+    tracker.observe(plan=Plan(actions=(cordon,)), outcomes=applied(cordon), view=oceanid(), now=at(0))
+    own_node_only = ClusterView.of(nodes=[node("calypso", gpu="True")])
+    assert tracker.tick(view=own_node_only, now=at(15)) == []
+    [story] = tracker.tick(view=own_node_only, now=at(61))  # release_wait_s bounds the wait
+    assert story.stage is Stage.OPENED
