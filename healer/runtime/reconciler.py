@@ -8,6 +8,10 @@ for the other.
 - Events are applied to the store as they come; a burst of them (a relist, a node going
   NotReady with a hundred pods) is folded into one evaluation by a short debounce.
 - A periodic tick re-plans with no new event, so `for: 60s` conditions fire on time.
+- Between ticks the planner is told which nodes the events touched (`Store.take_touched`)
+  and may plan only those (the leader's 5,000-node plan is too slow per event); a tick, a
+  relist, an outage, a storage event or `poke()` (new rules) plans everything. Held actions
+  are reported (gauge, log) from full plans only, where the held list is complete.
 - While the view is not synced (a watch lost the API or has not listed yet) the plan is
   still computed (held actions and alerts are visible) but no action reaches the executor.
 - `stop()` lets the evaluation in flight finish its current action and returns; cancelling
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, Self
 
@@ -52,7 +56,15 @@ class Planner(Protocol):
     """`healer.engine.planning.plan`."""
 
     def __call__(
-        self, *, view: ClusterView, rules: Any, state: Any, now: datetime, scope: str, node: str | None = None
+        self,
+        *,
+        view: ClusterView,
+        rules: Any,
+        state: Any,
+        now: datetime,
+        scope: str,
+        node: str | None = None,
+        touched: Collection[str] | None = None,
     ) -> Plan: ...
 
 
@@ -91,9 +103,11 @@ class Reconciler:
         self._held: set[tuple[str, str, str]] = set()
         self._held_guards: set[str] = set()
         self.last_plan: Plan = Plan()
+        self._plan_all = True
 
     def poke(self) -> None:
-        """Re-plan soon (e.g. the rules changed)."""
+        """Re-plan everything soon (e.g. the rules changed)."""
+        self._plan_all = True
         self._dirty.set()
 
     def stop(self) -> None:
@@ -144,14 +158,25 @@ class Reconciler:
     async def evaluate(self, *, tick: bool = False) -> Plan:
         """Plan once against the current view and carry the plan out."""
         view = self.store.view()
+        touched = self.store.take_touched()  # with the snapshot: no await in between
+        if tick or self._plan_all:
+            touched = None
+        self._plan_all = False
         now = self._clock()
         plan = self._planner(
-            view=view, rules=self._rules(), state=self.state, now=now, scope=self.scope, node=self.node
+            view=view,
+            rules=self._rules(),
+            state=self.state,
+            now=now,
+            scope=self.scope,
+            node=self.node,
+            touched=touched,
         )
         self.evaluations += 1
         self.last_plan = plan
         self._metrics.plans.labels(scope=self.scope).inc()
-        self._report_held(plan)
+        if touched is None:
+            self._report_held(plan)
         outcomes: list[Outcome] = []
         for action in plan.actions:
             if self._stopping.is_set():

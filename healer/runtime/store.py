@@ -10,6 +10,11 @@ on nothing.
 After a reconnect the watcher relists and sends the difference (objects that vanished
 meanwhile come as DELETED; see `healer.watch.resources`), so applying events in order is
 all the store does; it never has to guess what a relist left out.
+
+It also remembers which nodes the events since the last plan touched (`take_touched`), so
+the leader can re-plan only those (a pod event touches its node, before and after; a node
+event its node); a relist, an outage or a storage event (PV, PVC, PDB: they reach pods on
+any node) asks for a full plan.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class Store:
         # a view copies only the nodes that changed (at 5,000 nodes the copies were most of it)
         self._node_views: dict[str, Mapping[PodKey, Pod]] = {}
         self._view: ClusterView | None = None
+        self._touched: set[str] | None = None  # None: everything (nothing planned yet)
 
     @property
     def synced(self) -> bool:
@@ -85,9 +91,11 @@ class Store:
         match event:
             case NodeEvent(change=change, node=node):
                 self._put("nodes", node.name, node, deleted=change is Change.DELETED)
+                self._touch(node.name)
             case PodEvent(change=change, pod=pod):
                 self._put_pod(pod, deleted=change is Change.DELETED)
             case StorageEvent(change=change, obj=obj):
+                self._touched = None
                 deleted = change is Change.DELETED
                 if isinstance(obj, PersistentVolume):
                     self._put("pvs", obj.name, obj, deleted=deleted)
@@ -96,15 +104,27 @@ class Store:
                 else:
                     self._put("pdbs", (obj.namespace, obj.name), obj, deleted=deleted)
             case Listed(resource=resource):
+                self._touched = None
                 table = table_of(resource)
                 self._listed.add(table)
                 self._disconnected.discard(table)
             case Disconnected(resource=resource):
+                self._touched = None
                 self._disconnected.add(table_of(resource))
             case _:
                 return False
         self._view = None
         return True
+
+    def take_touched(self) -> frozenset[str] | None:
+        """The nodes touched since the last call (None: plan everything), and start anew."""
+        touched = None if self._touched is None else frozenset(self._touched)
+        self._touched = set()
+        return touched
+
+    def _touch(self, node: str) -> None:
+        if self._touched is not None:
+            self._touched.add(node)
 
     def _table(self, name: str) -> dict[Any, Any]:
         table: dict[Any, Any] = getattr(self, name)
@@ -119,6 +139,9 @@ class Store:
     def _put_pod(self, pod: Pod, *, deleted: bool) -> None:
         key = pod.key  # one tuple for both tables
         old = self.pods.get(key)
+        self._touch(pod.node_name)
+        if old is not None:
+            self._touch(old.node_name)
         if old is not None and old.node_name:
             self._node_views.pop(old.node_name, None)
             on_node = self._by_node.get(old.node_name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,12 +32,22 @@ class Planner:
 
     calls: int = 0
     nows: list[datetime] = field(default_factory=list)
+    touched: list[Collection[str] | None] = field(default_factory=list)
 
     def __call__(
-        self, *, view: ClusterView, rules: Any, state: Any, now: datetime, scope: str, node: str | None = None
+        self,
+        *,
+        view: ClusterView,
+        rules: Any,
+        state: Any,
+        now: datetime,
+        scope: str,
+        node: str | None = None,
+        touched: Collection[str] | None = None,
     ) -> Plan:
         self.calls += 1
         self.nows.append(now)
+        self.touched.append(touched)
         actions = []
         for n in view.nodes.values():
             if n.ready is not ConditionStatus.TRUE and not n.unschedulable:
@@ -173,3 +183,24 @@ async def test_cancel_stops_at_once() -> None:
         await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
     assert ex.actions == []
+
+
+async def test_the_planner_is_told_the_touched_nodes_and_ticks_relists_and_pokes_plan_all() -> None:
+    ex, planner, notifier = RecordingExecutor(), Planner(), Notifier()
+    rec = _reconciler(executor=ex, planner=planner, notifier=notifier)
+    for name in ("a", "b", "c"):
+        rec.store.apply(NodeEvent(change=Change.ADDED, node=_node(name, ConditionStatus.TRUE)))
+    rec.store.apply(Listed(resource="nodes"))
+    await rec.evaluate()
+    rec.store.apply(NodeEvent(change=Change.MODIFIED, node=_node("b", ConditionStatus.UNKNOWN)))
+    await rec.evaluate()
+    assert ex.verbs()[-2:] == [("cordon", "b"), ("notify", "b")]
+    rec.store.apply(NodeEvent(change=Change.MODIFIED, node=_node("c", ConditionStatus.TRUE)))
+    await rec.evaluate(tick=True)
+    rec.poke()
+    await rec.evaluate()
+    rec.store.apply(NodeEvent(change=Change.MODIFIED, node=_node("a", ConditionStatus.TRUE)))
+    await rec.evaluate()
+    rec.store.apply(Listed(resource="nodes"))
+    await rec.evaluate()
+    assert planner.touched == [None, frozenset({"b"}), None, None, frozenset({"a"}), None]

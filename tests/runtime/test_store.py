@@ -71,3 +71,26 @@ def test_resource_names_normalise() -> None:
     assert {table_of(r) for r in ("pods", "Pod", "pod", "v1/pods")} == {"pods"}
     assert table_of("PodDisruptionBudget") == "pdbs"
     assert table_of("persistentvolumeclaims") == "pvcs"
+
+
+def test_touched_nodes_since_the_last_plan() -> None:
+    """A pod event touches its node before and after; a node event its node; a relist, an outage
+    or a storage event asks for a full plan (None); each take starts anew."""
+    store = Store(resources=["nodes", "pods"])
+    assert store.take_touched() is None  # nothing planned yet
+    assert store.take_touched() == frozenset()
+    store.apply(PodEvent(change=Change.ADDED, pod=_pod("a", "styx")))
+    store.apply(PodEvent(change=Change.MODIFIED, pod=_pod("a", "calypso")))  # moved: both
+    store.apply(NodeEvent(change=Change.MODIFIED, node=Node(name="tethys")))
+    assert store.take_touched() == frozenset({"styx", "calypso", "tethys"})
+    store.apply(PodEvent(change=Change.DELETED, pod=_pod("a", "calypso")))
+    assert store.take_touched() == frozenset({"calypso"})
+    for full in (
+        Listed(resource="pods"),
+        Disconnected(resource="pods", error="reset"),
+        StorageEvent(change=Change.ADDED, obj=PersistentVolume(name="pv")),
+    ):
+        store.apply(PodEvent(change=Change.ADDED, pod=_pod("b", "styx")))
+        store.apply(full)
+        store.apply(PodEvent(change=Change.MODIFIED, pod=_pod("b", "styx")))
+        assert store.take_touched() is None, full
