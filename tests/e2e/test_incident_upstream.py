@@ -65,8 +65,12 @@ async def test_kubelet_death_leaves_pods_terminating_and_statefulset_unreplaced(
             return await _node_ready(kube, styx) == "Unknown"
 
         await wait_until(unknown, timeout_s=UNKNOWN_WITHIN_S, what="styx Ready=Unknown")
-        node = await read_node(kube, name=styx)
-        assert {"node.kubernetes.io/unreachable"} <= node_taint_keys(node)
+
+        async def tainted() -> bool:  # node lifecycle's tainting pass follows the status update
+            node = await read_node(kube, name=styx)
+            return {"node.kubernetes.io/unreachable"} <= node_taint_keys(node)
+
+        await wait_until(tainted, timeout_s=30, what="styx tainted unreachable")
 
         async def all_marked() -> bool:
             for w in cluster.on_failed_node:
