@@ -69,6 +69,9 @@ _HINT_LABELS = (
 )  # commands that go with a refusal, not refusals themselves  # a cooldown hold is a later retry, not news
 
 
+_COULD_NOT = "What it could not do"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timings:
     """How long stories wait. Defaults suit production; tests pass small ones."""
@@ -112,6 +115,7 @@ class _Incident:
     opened_sent: bool = False
     folded: bool = False  # not told on its own: it began while the storm alert told it
     dirty: bool = False
+    told_needs: frozenset[str] = frozenset()  # "could not" lines the last message told
     healthy_since: datetime | None = None
 
     @property
@@ -379,11 +383,16 @@ class Tracker:
             stage = Stage.UPDATED if incident.opened_sent else Stage.OPENED
             if stage is Stage.UPDATED and self._recent(incident.key, stage, now):
                 continue  # coalesce: the update goes out when the window has passed
+            message = self._story(incident, stage, view, now)
+            needs = _could_not(message)
+            incident.dirty = False
+            if stage is Stage.UPDATED and needs <= incident.told_needs:
+                continue  # only progress (pods moved, a hold lifted): the recovery message tells it
             incident.opened_sent = True
             incident.folded = False
-            incident.dirty = False
+            incident.told_needs = needs
             self._quiet.discard(incident.key)
-            out += self._emit(self._story(incident, stage, view, now), now)
+            out += self._emit(message, now)
         return out
 
     def _ready(self, incident: _Incident, now: datetime, view: ClusterView) -> bool:
@@ -502,7 +511,7 @@ class Tracker:
         if moved:
             sections.append(Section(heading="Pods", items=tuple(moved)))
         if could_not:
-            sections.append(Section(heading="What it could not do", items=tuple(could_not)))
+            sections.append(Section(heading=_COULD_NOT, items=tuple(could_not)))
 
         head = incident.notifies[0].title if incident.notifies else f"{subject} {signal or incident.kind}"
         counts = []
@@ -562,6 +571,7 @@ class Tracker:
             moved = sum(1 for r in incident.released.values() if r.replacement)
             if moved:
                 items.append(Item(text=f"{moved} {_pods(moved)} moved away while it was down"))
+                items += self._moved_items(incident, now)
         for notify in notifies:
             items += [Item(text=f"{label}: {text}") for label, text in notify.facts]
         what = "GPU healthy again" if key.startswith("gpu") else "recovered"
@@ -654,6 +664,13 @@ class Tracker:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _could_not(message: Message) -> frozenset[str]:
+    """The lines of a story that say what healer could not do (news a human may act on)."""
+    return frozenset(
+        item.text for section in message.sections if section.heading == _COULD_NOT for item in section.items
+    )
 
 
 def _deduped(message: Message) -> Message:

@@ -516,3 +516,52 @@ def test_a_node_roles_tick_without_the_node_does_not_tell_the_story_early() -> N
     assert tracker.tick(view=own_node_only, now=at(15)) == []
     [story] = tracker.tick(view=own_node_only, now=at(61))  # release_wait_s bounds the wait
     assert story.stage is Stage.OPENED
+
+
+def test_progress_after_the_opening_waits_for_the_recovery_new_trouble_does_not() -> None:
+    """Fencing moves postgres-0: good news, told in the recovery; a PDB refusal is told at once."""
+    tracker = Tracker(timings=FAST)
+    plan, outcomes = _styx_remediation()
+    tracker.observe(plan=plan, outcomes=outcomes, view=oceanid(), now=at(0))
+    moved = (
+        pod("apps", "web-7d9f-new1", "calypso"),
+        pod("apps", "web-7d9f-new2", "tethys"),
+        pod("apps", "api-5c-new", "tethys", owner=("ReplicaSet", "api-5c")),
+    )
+    [story] = tracker.tick(view=oceanid(extra=moved), now=at(10))
+    assert "db/postgres-0 (StatefulSet) wait for styx to be fenced" in story.text()
+
+    # the operator fences styx; healer releases postgres-0 and it runs on calypso
+    release = ForceDelete(
+        target=pod_ref("db", "postgres-0"), rule="node-not-ready", reason="fenced", incident=NODE_INCIDENT
+    )
+    fenced = oceanid(extra=moved)
+    assert (
+        tracker.observe(plan=Plan(actions=(release,)), outcomes=applied(release), view=fenced, now=at(600))
+        == []
+    )
+    new_db = pod("db", "postgres-0", "calypso", owner=("StatefulSet", "postgres"))
+    after = ClusterView.of(
+        nodes=list(fenced.nodes.values()),
+        pods=[*(p for p in fenced.pods.values() if p.key != ("db", "postgres-0")), new_db],
+    )
+    assert tracker.tick(view=after, now=at(620)) == []
+    assert tracker.tick(view=after, now=at(1000)) == []
+
+    # new trouble is news: a PodDisruptionBudget refuses an eviction
+    evict = Evict(target=pod_ref("apps", "web-7d9f-new1"), rule="r", reason="r", incident=NODE_INCIDENT)
+    refused = Outcome(action=evict, status=OutcomeStatus.FAILED, detail="429", retryable=True)
+    told = tracker.observe(plan=Plan(actions=(evict,)), outcomes=[refused], view=after, now=at(1100))
+    [update] = told + tracker.tick(view=after, now=at(1200))
+    assert update.stage is Stage.UPDATED
+    assert "blocked by" in update.text()
+
+    # styx returns: the recovery tells what moved, postgres-0 included
+    back = ClusterView.of(
+        nodes=list(oceanid(styx_ready="True").nodes.values()),
+        pods=[p for p in after.pods.values() if p.node_name != "styx"],
+    )
+    tracker.tick(view=back, now=at(3600))
+    [recovered] = tracker.tick(view=back, now=at(3661))
+    assert recovered.stage is Stage.RESOLVED
+    assert "db/postgres-0 now runs on calypso" in recovered.text()
