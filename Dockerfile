@@ -2,7 +2,7 @@
 # healer's image. The builder stage turns the source into a wheel and installs it, with its
 # dependencies, into a virtualenv; the final stage gets only that venv, the default rules and a
 # non-root user: no compilers, no pip, no caches. No HEALTHCHECK: Kubernetes probes /healthz
-# and /readyz (deploy/base/daemonset.yaml). scripts/image-smoke repeats these install steps in a
+# and /readyz (deploy/daemonset.yaml). scripts/image-smoke repeats these install steps in a
 # clean venv where no container engine is available, and tests/deploy checks this file.
 
 # Both stages must use the same interpreter: the venv's python is a link to /usr/local/bin.

@@ -101,7 +101,7 @@ def test_builder_installs_the_wheel_without_caches() -> None:
 
 def test_rules_are_baked_where_the_configmap_mounts() -> None:
     assert "rules /etc/healer/rules" in FINAL.all("COPY")
-    daemonset = yaml.safe_load_all((ROOT / "deploy" / "base" / "daemonset.yaml").read_text())
+    daemonset = yaml.safe_load_all((ROOT / "deploy" / "daemonset.yaml").read_text())
     for ds in daemonset:
         mounts = ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         assert {"name": "rules", "mountPath": "/etc/healer/rules", "readOnly": True} in mounts
@@ -109,7 +109,7 @@ def test_rules_are_baked_where_the_configmap_mounts() -> None:
 
 def test_daemonset_runs_as_the_image_user() -> None:
     uid, _, gid = FINAL.all("USER")[-1].partition(":")
-    for ds in yaml.safe_load_all((ROOT / "deploy" / "base" / "daemonset.yaml").read_text()):
+    for ds in yaml.safe_load_all((ROOT / "deploy" / "daemonset.yaml").read_text()):
         context = ds["spec"]["template"]["spec"]["securityContext"]
         assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid or uid))
 

@@ -25,6 +25,7 @@ from tests.deploy import render
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+DRY_RUN = "examples/dry-run"  # the overlay: outside deploy/, which kustomize would see as a cycle
 NAMESPACE = "healer-system"
 HTTP_PORT = 9180
 UID = 65532
@@ -45,20 +46,20 @@ CLUSTER_VERBS: dict[tuple[str, str], set[str]] = {
 
 @functools.cache
 def _rendered(directory: str) -> tuple[dict[str, Any], ...]:
-    return tuple(render.render(DEPLOY / directory))
+    return tuple(render.render(ROOT / directory))
 
 
-def manifests(directory: str = "") -> list[dict[str, Any]]:
+def manifests(directory: str = "deploy") -> list[dict[str, Any]]:
     return [dict(m) for m in _rendered(directory)]
 
 
-def one(kind: str, name: str, directory: str = "") -> dict[str, Any]:
+def one(kind: str, name: str, directory: str = "deploy") -> dict[str, Any]:
     found = [m for m in manifests(directory) if m["kind"] == kind and m["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
     return found[0]
 
 
-def daemonsets(directory: str = "") -> list[dict[str, Any]]:
+def daemonsets(directory: str = "deploy") -> list[dict[str, Any]]:
     return [m for m in manifests(directory) if m["kind"] == "DaemonSet"]
 
 
@@ -103,10 +104,10 @@ def test_rules_load_from_a_configmap_volume(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
-@pytest.mark.parametrize("directory", ["", "dry-run"])
+@pytest.mark.parametrize("directory", ["deploy", DRY_RUN])
 def test_renderer_matches_real_kustomize(directory: str) -> None:
     done = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY / directory)],
+        ["kubectl", "kustomize", str(ROOT / directory)],
         capture_output=True,
         text=True,
         check=True,
@@ -334,7 +335,7 @@ def test_no_secret_is_shipped_or_readable() -> None:
 
 
 def test_dry_run_overlay_only_adds_the_flag() -> None:
-    live, dry = manifests(), manifests("dry-run")
+    live, dry = manifests(), manifests(DRY_RUN)
     assert [render.key(m) for m in live] == [render.key(m) for m in dry]
     for before, after in zip(live, dry, strict=True):
         if before["kind"] != "DaemonSet":
