@@ -18,7 +18,7 @@ from healer.engine import matching
 from healer.engine.proposals import Proposal
 from healer.engine.state import EngineState
 from healer.model import actions, names
-from healer.model.view import ClusterView, Node
+from healer.model.view import ClusterView, ConditionStatus, Node
 from healer.rules import schema
 
 POD_REMOVING = frozenset({"evict", "delete", "force-delete"})
@@ -43,7 +43,11 @@ class Storm:
 
 
 def storm_status(view: ClusterView, *, guard: schema.StormGuard) -> Storm:
-    unhealthy = tuple(sorted(n.name for n in view.nodes.values() if n.ready.value != "True"))
+    if view.not_ready is not None:  # kept by the store as node events come
+        unhealthy = tuple(sorted(view.not_ready))
+    else:
+        true = ConditionStatus.TRUE
+        unhealthy = tuple(sorted(n.name for n in view.nodes.values() if n.ready is not true))
     threshold = guard.threshold(len(view.nodes))
     return Storm(
         up=(not view.synced) or len(unhealthy) > threshold,

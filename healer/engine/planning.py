@@ -171,13 +171,14 @@ def plan(
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-    chosen, nodes = _scoped(view=view, rules=rules, scope=scope, node=node)
     storm = guards.storm_status(view, guard=rules.guards.storm)
     near: frozenset[str] | None = None
     if touched is not None and scope == "cluster" and _incremental(storm=storm, state=state):
         near = frozenset(touched)
-        chosen = [r for r in chosen if is_local(r)]
+        chosen = [r for r in rules.rules if r.scope == "cluster" and is_local(r)]
         nodes = [view.nodes[n] for n in sorted(near) if n in view.nodes]
+    else:
+        chosen, nodes = _scoped(view=view, rules=rules, scope=scope, node=node)
     findings: list[story.Finding] = []
     proposals: list[Proposal] = []
     pods: list[Pod] | None = None

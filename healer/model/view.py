@@ -223,6 +223,9 @@ class ClusterView:
 
     `pods_by_node` indexes pods by `spec.nodeName`; `synced` is False while a watch is
     relisting or the API is unreachable (the storm guard treats a stale view as unsafe).
+    `not_ready`: the names of the nodes whose Ready is not True, when whoever built the view
+    kept them (the runtime's store does, so the storm guard costs no pass over 5,000 nodes
+    per plan); None: the engine counts them itself.
     """
 
     nodes: Mapping[str, Node] = field(default_factory=dict)
@@ -232,6 +235,7 @@ class ClusterView:
     pdbs: Mapping[PodKey, PodDisruptionBudget] = field(default_factory=dict)
     pods_by_node: Mapping[str, Mapping[PodKey, Pod]] = field(default_factory=dict)
     synced: bool = True
+    not_ready: frozenset[str] | None = None
 
     def pods_on(self, node: str) -> tuple[Pod, ...]:
         return tuple(self.pods_by_node.get(node, {}).values())

@@ -161,7 +161,7 @@ class Reconciler:
         touched = self.store.take_touched()  # with the snapshot: no await in between
         if tick or self._plan_all:
             touched = None
-        self._plan_all = False
+        self._plan_all = True  # until this plan is made: after a failed one the next plans everything
         now = self._clock()
         plan = self._planner(
             view=view,
@@ -172,6 +172,7 @@ class Reconciler:
             node=self.node,
             touched=touched,
         )
+        self._plan_all = False
         self.evaluations += 1
         self.last_plan = plan
         self._metrics.plans.labels(scope=self.scope).inc()

@@ -19,7 +19,8 @@ any node) asks for a full plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, ValuesView
 from types import MappingProxyType
 from typing import Any
 
@@ -34,6 +35,7 @@ from healer.model.events import (
 )
 from healer.model.view import (
     ClusterView,
+    ConditionStatus,
     Node,
     PersistentVolume,
     PersistentVolumeClaim,
@@ -55,6 +57,49 @@ _TABLES = {
 }
 
 
+_SHARDS = 256
+
+
+class ShardedPods(Mapping[PodKey, Pod]):
+    """A read-only mapping over the store's frozen pod shards (a pod's shard: its key's hash)."""
+
+    __slots__ = ("_shards", "_size")
+
+    def __init__(self, shards: tuple[Mapping[PodKey, Pod], ...], *, size: int) -> None:
+        self._shards = shards
+        self._size = size
+
+    def __getitem__(self, key: PodKey) -> Pod:
+        return self._shards[hash(key) % len(self._shards)][key]
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return key in self._shards[hash(key) % len(self._shards)]
+        except TypeError:  # unhashable: in no shard
+            return False
+
+    def __iter__(self) -> Iterator[PodKey]:
+        return itertools.chain.from_iterable(self._shards)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def values(self) -> ValuesView[Pod]:
+        return _ShardValues(self)
+
+    def shard_values(self) -> Iterator[Pod]:
+        return itertools.chain.from_iterable(s.values() for s in self._shards)
+
+
+class _ShardValues(ValuesView[Pod]):
+    """`values()` straight from the shards (a full plan walks all 150,000 pods through it)."""
+
+    _mapping: ShardedPods
+
+    def __iter__(self) -> Iterator[Pod]:
+        return self._mapping.shard_values()
+
+
 def table_of(resource: str) -> str:
     """`"pods"`, `"Pod"`, `"pod"` -> `"pods"`; unknown resources keep their own name."""
     key = resource.lower().split("/")[-1].split(".")[0]
@@ -71,7 +116,12 @@ class Store:
         self._listed: set[str] = set()
         self._disconnected: set[str] = set()
         self.nodes: dict[str, Node] = {}
-        self.pods: dict[PodKey, Pod] = {}
+        # the pods, split by key hash into shards each frozen for the last view and dropped when
+        # one of its pods changes: a view copies the changed shards (~600 pods each at 150,000
+        # pods), not every pod (that copy was most of a leader's per-event decision)
+        self._pod_count = 0
+        self._pod_shards: list[dict[PodKey, Pod]] = [{} for _ in range(_SHARDS)]
+        self._frozen_shards: list[Mapping[PodKey, Pod] | None] = [None] * _SHARDS
         self.pvs: dict[str, PersistentVolume] = {}
         self.pvcs: dict[PodKey, PersistentVolumeClaim] = {}
         self.pdbs: dict[PodKey, PodDisruptionBudget] = {}
@@ -80,6 +130,10 @@ class Store:
         # a view copies only the nodes that changed (at 5,000 nodes the copies were most of it)
         self._node_views: dict[str, Mapping[PodKey, Pod]] = {}
         self._view: ClusterView | None = None
+        # frozen copies of the small tables for the last view, dropped when that table changes:
+        # a pod event re-copies the pods, not the 5,000 nodes and the PVs and PVCs again
+        self._frozen: dict[str, Mapping[Any, Any]] = {}
+        self._not_ready: set[str] = set()  # nodes whose Ready is not True (the storm guard's count)
         self._touched: set[str] | None = None  # None: everything (nothing planned yet)
 
     @property
@@ -90,7 +144,12 @@ class Store:
         """Apply one event; True when the view (including `synced`) changed."""
         match event:
             case NodeEvent(change=change, node=node):
-                self._put("nodes", node.name, node, deleted=change is Change.DELETED)
+                deleted = change is Change.DELETED
+                self._put("nodes", node.name, node, deleted=deleted)
+                if deleted or node.ready is ConditionStatus.TRUE:
+                    self._not_ready.discard(node.name)
+                else:
+                    self._not_ready.add(node.name)
                 self._touch(node.name)
             case PodEvent(change=change, pod=pod):
                 self._put_pod(pod, deleted=change is Change.DELETED)
@@ -131,6 +190,7 @@ class Store:
         return table
 
     def _put(self, table: str, key: Any, obj: Any, *, deleted: bool) -> None:
+        self._frozen.pop(table, None)
         if deleted:
             self._table(table).pop(key, None)
         else:
@@ -138,7 +198,8 @@ class Store:
 
     def _put_pod(self, pod: Pod, *, deleted: bool) -> None:
         key = pod.key  # one tuple for both tables
-        old = self.pods.get(key)
+        shard = hash(key) % _SHARDS
+        old = self._pod_shards[shard].get(key)
         self._touch(pod.node_name)
         if old is not None:
             self._touch(old.node_name)
@@ -149,7 +210,13 @@ class Store:
                 on_node.pop(key, None)
                 if not on_node:
                     del self._by_node[old.node_name]
-        self._put("pods", key, pod, deleted=deleted)
+        self._frozen_shards[shard] = None
+        if deleted:
+            if self._pod_shards[shard].pop(key, None) is not None:
+                self._pod_count -= 1
+        else:
+            self._pod_shards[shard][key] = pod
+            self._pod_count += old is None
         if not deleted and pod.node_name:
             self._node_views.pop(pod.node_name, None)
             self._by_node.setdefault(pod.node_name, {})[key] = pod
@@ -161,16 +228,30 @@ class Store:
                 frozen[node] = MappingProxyType(dict(pods))
         return MappingProxyType({node: frozen[node] for node in self._by_node})
 
+    def _frozen_table(self, name: str) -> Mapping[Any, Any]:
+        frozen = self._frozen.get(name)
+        if frozen is None:
+            frozen = self._frozen[name] = MappingProxyType(dict(self._table(name)))
+        return frozen
+
+    def _frozen_pods(self) -> Mapping[PodKey, Pod]:
+        frozen = self._frozen_shards
+        for i, shard in enumerate(self._pod_shards):
+            if frozen[i] is None:
+                frozen[i] = MappingProxyType(dict(shard))
+        return ShardedPods(tuple(s for s in frozen if s is not None), size=self._pod_count)
+
     def view(self) -> ClusterView:
         """An immutable snapshot; the same object until the next change."""
         if self._view is None:
             self._view = ClusterView(
-                nodes=MappingProxyType(dict(self.nodes)),
-                pods=MappingProxyType(dict(self.pods)),
-                pvs=MappingProxyType(dict(self.pvs)),
-                pvcs=MappingProxyType(dict(self.pvcs)),
-                pdbs=MappingProxyType(dict(self.pdbs)),
+                nodes=self._frozen_table("nodes"),
+                pods=self._frozen_pods(),
+                pvs=self._frozen_table("pvs"),
+                pvcs=self._frozen_table("pvcs"),
+                pdbs=self._frozen_table("pdbs"),
                 pods_by_node=self._pods_by_node(),
                 synced=self.synced,
+                not_ready=frozenset(self._not_ready),
             )
         return self._view

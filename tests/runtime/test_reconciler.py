@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,7 @@ class Planner:
     calls: int = 0
     nows: list[datetime] = field(default_factory=list)
     touched: list[Collection[str] | None] = field(default_factory=list)
+    fail_next: bool = False
 
     def __call__(
         self,
@@ -48,6 +50,9 @@ class Planner:
         self.calls += 1
         self.nows.append(now)
         self.touched.append(touched)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("a bug in one evaluation")
         actions = []
         for n in view.nodes.values():
             if n.ready is not ConditionStatus.TRUE and not n.unschedulable:
@@ -204,3 +209,22 @@ async def test_the_planner_is_told_the_touched_nodes_and_ticks_relists_and_pokes
     rec.store.apply(Listed(resource="nodes"))
     await rec.evaluate()
     assert planner.touched == [None, frozenset({"b"}), None, None, frozenset({"a"}), None]
+
+
+async def test_after_a_failed_plan_the_next_plans_everything() -> None:
+    """The failed plan took the touched nodes with it; the next one must not plan only newer ones."""
+    ex, planner, notifier = RecordingExecutor(), Planner(), Notifier()
+    rec = _reconciler(executor=ex, planner=planner, notifier=notifier)
+    rec.store.apply(NodeEvent(change=Change.ADDED, node=_node("a", ConditionStatus.TRUE)))
+    rec.store.apply(Listed(resource="nodes"))
+    await rec.evaluate()
+    rec.store.apply(NodeEvent(change=Change.MODIFIED, node=_node("a", ConditionStatus.UNKNOWN)))
+    planner.fail_next = True
+    with contextlib.suppress(RuntimeError):
+        await rec.evaluate()
+    rec.store.apply(NodeEvent(change=Change.ADDED, node=_node("b", ConditionStatus.TRUE)))
+    await rec.evaluate()
+    rec.store.apply(NodeEvent(change=Change.MODIFIED, node=_node("b", ConditionStatus.TRUE)))
+    await rec.evaluate()
+    assert planner.touched == [None, frozenset({"a"}), None, frozenset({"b"})]
+    assert ("cordon", "a") in ex.verbs()

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from healer.engine import guards
 from healer.model.events import Change, Disconnected, Listed, NodeEvent, PodEvent, StorageEvent
-from healer.model.view import Node, PersistentVolume, Pod
+from healer.model.view import Condition, ConditionStatus, Node, PersistentVolume, Pod
 from healer.runtime.store import Store, table_of
+from tests.unit.builders import RULES
 
 
 def _pod(name: str, node: str) -> Pod:
@@ -94,3 +101,30 @@ def test_touched_nodes_since_the_last_plan() -> None:
         store.apply(full)
         store.apply(PodEvent(change=Change.MODIFIED, pod=_pod("b", "styx")))
         assert store.take_touched() is None, full
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from([Change.ADDED, Change.MODIFIED, Change.DELETED]),
+            st.sampled_from([None, ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN]),
+        ),
+        max_size=20,
+    )
+)
+def test_not_ready_is_the_storm_guards_count_of_the_view(
+    changes: list[tuple[str, Change, ConditionStatus | None]],
+) -> None:
+    """The store's `not_ready` (which the storm guard counts) is always the view's nodes whose
+    Ready is not True, whatever order nodes come, change and go in (no Ready at all: Unknown)."""
+    store = Store(resources=["nodes"])
+    for name, change, ready in changes:
+        conditions = () if ready is None else (Condition(type="Ready", status=ready),)
+        store.apply(NodeEvent(change=change, node=Node(name=name, conditions=conditions)))
+        view = store.view()
+        unready = frozenset(n.name for n in view.nodes.values() if n.ready is not ConditionStatus.TRUE)
+        assert view.not_ready == unready
+        counted = guards.storm_status(replace(view, not_ready=None), guard=RULES.guards.storm)
+        assert guards.storm_status(view, guard=RULES.guards.storm) == counted

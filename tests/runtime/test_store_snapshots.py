@@ -60,3 +60,31 @@ def test_snapshots_equal_a_full_regrouping_after_random_events() -> None:
             taken.append((view, grouped))
     for view, grouped in taken:  # every snapshot is still what it was when taken
         assert {n: dict(p) for n, p in view.pods_by_node.items()} == grouped
+
+
+def test_the_sharded_pods_of_a_snapshot_are_every_pod_and_stay_as_taken() -> None:
+    """`view.pods` (frozen shards, only the changed ones copied) is exactly a dict of the pods
+    applied so far, for lookups, membership, length and values, and never moves afterwards."""
+    rng = random.Random(11)
+    store = Store(resources=["pods"])
+    expected: dict[PodKey, Pod] = {}
+    taken: list[tuple[ClusterView, dict[PodKey, Pod]]] = []
+    for step in range(600):
+        pod = _pod(f"p{rng.randrange(80)}", rng.choice(["", "styx", "tethys"]), rv=str(step))
+        if rng.random() < 0.25:
+            _put(store, pod, Change.DELETED)
+            expected.pop(pod.key, None)
+        else:
+            _put(store, pod, Change.MODIFIED)
+            expected[pod.key] = pod
+        if rng.random() < 0.3:
+            view = store.view()
+            assert dict(view.pods) == expected
+            assert len(view.pods) == len(expected)
+            assert sorted(p.key for p in view.pods.values()) == sorted(expected)
+            assert all(view.pods.get(k) is p and k in view.pods for k, p in expected.items())
+            assert ("apps", "absent") not in view.pods
+            assert view.pods.get(("apps", "absent")) is None
+            taken.append((view, dict(expected)))
+    for view, then in taken:
+        assert dict(view.pods) == then
