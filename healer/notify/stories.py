@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from healer.engine import matching
 from healer.model import names
 from healer.model.actions import (
     Action,
@@ -920,14 +921,4 @@ def _at(when: datetime) -> str:
 
 
 def _ago(since: datetime, now: datetime) -> str:
-    seconds = max(0, int((now - since).total_seconds()))
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m"
-    return f"{seconds}s"
+    return matching.ago(now - since)
