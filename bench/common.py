@@ -22,6 +22,15 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
 PACKAGES = ("orjson", "kubernetes_asyncio", "aiohttp", "structlog", "prometheus_client", "apprise", "PyYAML")
+# hack/cp.sh's directory and ports for the benchmarks' own control plane (never the tests' one)
+CP_ENV = {
+    "CP_DIR": "/tmp/healer-cp-bench",
+    "CP_APISERVER_PORT": "16443",
+    "CP_ETCD_PORT": "22379",
+    "CP_ETCD_PEER_PORT": "22380",
+    "CP_KCM_PORT": "20257",
+    "CP_SCHEDULER_PORT": "20259",
+}
 
 
 def _cpu_model() -> str:

@@ -56,15 +56,7 @@ from tests.support.oceanid import CALYPSO, TETHYS, build_oceanid  # noqa: E402
 
 log = logging.getLogger("incident")
 POLL_S = 0.5
-# the benchmarks' own control plane (bench/runner.py passes the same); never the tests' one
-CP_ENV = {
-    "CP_DIR": "/tmp/healer-cp-bench",
-    "CP_APISERVER_PORT": "16443",
-    "CP_ETCD_PORT": "22379",
-    "CP_ETCD_PEER_PORT": "22380",
-    "CP_KCM_PORT": "20257",
-    "CP_SCHEDULER_PORT": "20259",
-}
+CP_ENV = common.CP_ENV  # the benchmarks' own control plane, never the tests' one
 
 
 class CountingProxy:

@@ -67,15 +67,7 @@ BENCHES: tuple[Bench, ...] = (
 )
 
 
-# hack/cp.sh's directory and ports for the benchmarks' own control plane
-CP_ENV = {
-    "CP_DIR": "/tmp/healer-cp-bench",
-    "CP_APISERVER_PORT": "16443",
-    "CP_ETCD_PORT": "22379",
-    "CP_ETCD_PEER_PORT": "22380",
-    "CP_KCM_PORT": "20257",
-    "CP_SCHEDULER_PORT": "20259",
-}
+CP_ENV = common.CP_ENV  # the benchmarks' own control plane, never the tests' one
 
 
 def control_plane_built() -> bool:
