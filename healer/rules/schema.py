@@ -242,15 +242,7 @@ class Rule(Model):
         if not self.actions and self.notify is None:
             raise ValueError("a rule needs `actions` or `notify`")
         names = [a.name for a in self.actions]
-        node_only = {
-            "cordon",
-            "uncordon",
-            "taint",
-            "untaint",
-            "release-pods",
-            "evict-gpu-pods",
-            "set-condition",
-        }
+        node_only = set(ACTION_NAMES) - {"delete"}  # every action but delete acts on a Node
         if self.match.kind == "Pod" and (bad := sorted(node_only & set(names))):
             raise ValueError(f"actions {bad} act on nodes; this rule matches Pods")
         if self.match.kind == "Node" and "delete" in names:
