@@ -38,27 +38,10 @@ import structlog  # noqa: E402
 
 from healer.gpu.fake import FakeGpu, FakeNvml  # noqa: E402
 from healer.model import names  # noqa: E402
-from tests.gpu.harness import fast_rules, gpu_node  # noqa: E402
+from tests.gpu.harness import fast_rules, gpu_node, gpu_node_obj  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results" / "gpu_latency.json"
 TARGET_S = 2.0
-
-
-def node_obj(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {"kubernetes.io/hostname": name, "nvidia.com/gpu.present": "true"},
-        },
-        "spec": {},
-        "status": {
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "capacity": {"nvidia.com/gpu": "1"},
-            "allocatable": {"nvidia.com/gpu": "1"},
-        },
-    }
 
 
 class FakeTarget:
@@ -87,7 +70,7 @@ class FakeTarget:
         await self.api.stop()
 
     async def add_node(self, name: str) -> None:
-        self.api.put("nodes", node_obj(name))
+        self.api.put("nodes", gpu_node_obj(name))
 
     async def node(self, name: str) -> dict[str, Any]:
         obj = self.api.get("nodes", ("", name))
@@ -121,7 +104,7 @@ class ControlPlaneTarget:
         from tests.support.kube import manifest
 
         core = client.CoreV1Api(self.client)
-        body = node_obj(name)
+        body = gpu_node_obj(name)
         body["metadata"]["annotations"] = {"kwok.x-k8s.io/node": "fake"}
         del body["status"]
         await core.create_node(manifest(body))

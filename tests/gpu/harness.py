@@ -99,6 +99,24 @@ class GpuNode:
         return rec.store.view() if rec is not None else ClusterView()
 
 
+def gpu_node_obj(name: str, *, gpus: int = 1, allocatable: int | None = None) -> dict[str, Any]:
+    """A Ready Node with `gpus` nvidia.com/gpu (allocatable may be lower: a device the plugin marked bad)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "nvidia.com/gpu.present": "true"},
+        },
+        "spec": {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "capacity": {"cpu": "6", "nvidia.com/gpu": str(gpus)},
+            "allocatable": {"cpu": "6", "nvidia.com/gpu": str(gpus if allocatable is None else allocatable)},
+        },
+    }
+
+
 @contextlib.asynccontextmanager
 async def gpu_node(
     *,

@@ -20,7 +20,7 @@ import pytest
 from healer.gpu.fake import FakeGpu, FakeNvml
 from healer.model import names
 from tests.api.fakeapi import FakeApi
-from tests.gpu.harness import fast_rules, gpu_node, until
+from tests.gpu.harness import fast_rules, gpu_node, gpu_node_obj, until
 
 NODE = "calypso"
 
@@ -36,23 +36,6 @@ def write_kubeconfig(path: Path, *, server: str) -> Path:
     }
     path.write_text(json.dumps(config))
     return path
-
-
-def gpu_node_obj(name: str, *, gpus: int = 1, allocatable: int | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {"kubernetes.io/hostname": name, "nvidia.com/gpu.present": "true"},
-        },
-        "spec": {},
-        "status": {
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "capacity": {"cpu": "6", "nvidia.com/gpu": str(gpus)},
-            "allocatable": {"cpu": "6", "nvidia.com/gpu": str(gpus if allocatable is None else allocatable)},
-        },
-    }
 
 
 def pod_obj(
