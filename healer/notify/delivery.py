@@ -6,7 +6,8 @@ worker threads, so the event loop stays free), limits its rate with a token buck
 retries failures with exponential backoff, and folds bursts (>= `digest_threshold`
 alerts within `digest_window_s`) into one digest. Every message ends as exactly one of
 the outcomes counted in `healer_notifications_total` and logged with the target's
-redacted URL: nothing is lost silently.
+redacted URL: nothing is lost silently. apprise is imported on the first send (its targets,
+`healer.notify.targets`, import it when a URL is parsed), never by a daemon without URLs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import apprise
 import prometheus_client
 import structlog
 
@@ -47,11 +47,7 @@ class Metrics:
         return self.registry.get_sample_value("healer_notifications_total", {"outcome": outcome}) or 0.0
 
 
-_NOTIFY_TYPE = {
-    Severity.INFO: apprise.NotifyType.INFO,
-    Severity.WARNING: apprise.NotifyType.WARNING,
-    Severity.CRITICAL: apprise.NotifyType.FAILURE,
-}
+_NOTIFY_TYPE = {Severity.INFO: "INFO", Severity.WARNING: "WARNING", Severity.CRITICAL: "FAILURE"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +92,8 @@ class Delivery:
 
 async def send_once(target: Target, message: Message, *, timeout_s: float) -> Delivery:
     """One apprise call to one target; never raises."""
+    import apprise
+
     markdown = target.takes_markdown
     try:
         sender = apprise.Apprise()
@@ -105,7 +103,7 @@ async def send_once(target: Target, message: Message, *, timeout_s: float) -> De
             title=message.title,
             notify_type=apprise.NotifyType.SUCCESS
             if message.stage is Stage.RESOLVED
-            else _NOTIFY_TYPE[message.severity],
+            else apprise.NotifyType[_NOTIFY_TYPE[message.severity]],
             body_format=apprise.NotifyFormat.MARKDOWN if markdown else apprise.NotifyFormat.TEXT,
             timeout=timeout_s,
         )

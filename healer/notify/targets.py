@@ -7,6 +7,9 @@ Each line is an apprise URL with an optional tag prefix, as in apprise's text co
 tags gets the alerts whose tags (the rule's `tags` plus its severity, e.g. `critical`)
 share at least one with it. Everything this module says about a URL uses apprise's
 privacy form (`url(privacy=True)`), so a log line never carries a secret.
+
+apprise (~7 MiB of RSS, ~200 modules) is imported only when a URL is parsed:
+a node agent without notification URLs, the usual case, never loads it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import apprise
 
 URLS_FILE_ENV = "HEALER_NOTIFY_URLS_FILE"
 URLS_ENV = "HEALER_NOTIFY_URLS"
@@ -42,6 +43,8 @@ class Target:
     @property
     def takes_markdown(self) -> bool:
         """Whether this target renders Markdown (or HTML, which apprise converts Markdown to)."""
+        import apprise
+
         fmt = self.service.resolve_format(apprise.NotifyFormat.MARKDOWN)
         return fmt in (apprise.NotifyFormat.MARKDOWN, apprise.NotifyFormat.HTML)
 
@@ -61,6 +64,8 @@ def privacy_url(service: Any) -> str:
 
 
 def make_target(url: str, *, tags: Iterable[str] = ()) -> Target | None:
+    import apprise
+
     service = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     if service is None:
         return None
