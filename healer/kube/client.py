@@ -1,16 +1,21 @@
-"""`Kube`: the KubeApi over kubernetes-asyncio's configuration, auth and aiohttp transport.
+"""`Kube`: the KubeApi over aiohttp, configured in-cluster by healer or from a kubeconfig.
 
-kubernetes-asyncio knows kubeconfig files (tokens, client certificates, CA, exec plugins,
-TLS server names, proxies) and in-cluster service accounts (with token rotation), and builds
-the matching aiohttp session; healer reuses exactly that. What it does not reuse is the
-generated API layer: building a V1Pod costs ~2 ms per event, while healer needs a dozen
-fields. So requests go out as raw JSON (orjson), answers come back as dicts for
+In a pod (the path every DaemonSet agent takes) `healer.kube.incluster` reads the service
+account's token and CA and builds the aiohttp session itself, as client-go's
+`rest.InClusterConfig` does, so the agent never imports kubernetes-asyncio (~35 MiB of RSS).
+Outside a cluster, or with `--kubeconfig`, kubernetes-asyncio's loader handles the file
+(tokens, client certificates, CA, exec plugins, OIDC, TLS server names, proxies) and its
+`RESTClientObject` builds the matching session; it is imported only on that path. Neither path
+uses the generated API layer: building a V1Pod costs ~2 ms per event, while healer needs a
+dozen fields. So requests go out as raw JSON (orjson), answers come back as dicts for
 `healer.model.decode`, and watches hand back raw lines.
 
 Failures become `healer.kube.errors` classes: the HTTP status picks the class, the Status
 body gives reason and message, Retry-After (header, or APF's `details.retryAfterSeconds`)
 gives `retry_after`, and anything without an HTTP answer (refused, reset, timeout, a cut
-stream) is `Unreachable`. A token bucket spaces all requests, watches included.
+stream, an untrusted certificate) is `Unreachable`. A token bucket spaces all requests,
+watches included. A 401 calls the `reauth` hook once (re-read the token or the kubeconfig:
+rotated credentials) before the request is tried again.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import aiohttp
 import orjson
 import structlog
 
-from healer.kube import errors, ratelimit
+from healer.kube import errors, incluster, ratelimit
 from healer.kube.api import JsonBody
+from healer.kube.errors import ConfigError as ConfigError  # re-exported: callers catch client.ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -38,12 +44,16 @@ _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 AuthHeaders = Callable[[], Awaitable[Mapping[str, str]]]
 
 
-class ConfigError(Exception):
-    """No usable kubeconfig or in-cluster configuration."""
-
-
 async def _no_auth() -> Mapping[str, str]:
     return {}
+
+
+def _describe(e: BaseException) -> str:
+    """A transport error in one line; an untrusted server certificate says so plainly."""
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        why = getattr(e.certificate_error, "verify_message", "") or e.certificate_error
+        return f"the API server's certificate is not trusted by the configured CA: verify failed ({why})"
+    return f"{type(e).__name__}: {e}"
 
 
 def _retry_after(headers: Mapping[str, str], status: Mapping[str, Any] | None) -> float | None:
@@ -153,7 +163,7 @@ class Kube:
                     status = resp.status
                     resp_headers = resp.headers
             except _TRANSPORT_ERRORS as e:
-                raise errors.Unreachable(f"{method} {path}: {type(e).__name__}: {e}") from e
+                raise errors.Unreachable(f"{method} {path}: {_describe(e)}") from e
             if 200 <= status < 300:
                 if not raw:
                     return {}
@@ -192,7 +202,7 @@ class Kube:
                 self.host + path, params=query, headers=headers, timeout=client_timeout, **self._extra
             )
         except _TRANSPORT_ERRORS as e:
-            raise errors.Unreachable(f"GET {path}: {type(e).__name__}: {e}") from e
+            raise errors.Unreachable(f"GET {path}: {_describe(e)}") from e
         try:
             if not 200 <= resp.status < 300:
                 try:
@@ -244,27 +254,55 @@ def _exists(path: str) -> bool:
     return Path(path.split(os.pathsep)[0]).exists()
 
 
-async def _load_configuration(
-    kubeconfig: str | os.PathLike[str] | None, context: str | None
-) -> tuple[Any, Callable[[], Awaitable[None]] | None]:
-    """(kubernetes_asyncio Configuration, a coroutine function that reloads it, or None)."""
+def _fallback_kubeconfig(why: incluster.NotInCluster) -> str:
+    """Outside a cluster: $KUBECONFIG or ~/.kube/config, as kubectl does."""
+    fallback = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    if not _exists(fallback):
+        raise ConfigError(f"not in a cluster ({why}) and no kubeconfig at {fallback}") from why
+    return fallback
+
+
+def in_cluster(
+    config: incluster.InCluster,
+    *,
+    qps: float = ratelimit.DEFAULT_QPS,
+    burst: int = ratelimit.DEFAULT_BURST,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> Kube:
+    """A `Kube` on its own session for a loaded in-cluster configuration; the caller closes it.
+
+    (Call inside a running loop.) Every request reads the token through `config.token`, which
+    re-reads the file when it is a minute old and after a 401."""
+    return Kube(
+        session=config.session(),
+        host=config.host,
+        auth=config.token.headers,
+        reauth=config.token.reauth,
+        limiter=ratelimit.TokenBucket(rate=qps, burst=burst),
+        request_timeout=request_timeout,
+        connect_timeout=connect_timeout,
+    )
+
+
+async def _from_kubeconfig(
+    kubeconfig: str | os.PathLike[str],
+    context: str | None,
+    *,
+    qps: float,
+    burst: int,
+    request_timeout: float,
+    connect_timeout: float,
+) -> Kube:
+    """A `Kube` through kubernetes-asyncio's kubeconfig loader and transport (imported only here)."""
     from kubernetes_asyncio import client as k8s_client
     from kubernetes_asyncio import config as k8s_config
+    from kubernetes_asyncio.client import rest
 
-    configuration = k8s_client.Configuration()
-    if kubeconfig is None:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException as e:
-            fallback = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-            if not _exists(fallback):
-                raise ConfigError(f"not in a cluster ({e}) and no kubeconfig at {fallback}") from e
-            kubeconfig = fallback
-        else:
-            return configuration, None  # its refresh hook rereads the rotated token itself
     path = str(kubeconfig)
     if not _exists(path):
         raise ConfigError(f"kubeconfig {path} does not exist")
+    configuration: Any = k8s_client.Configuration()
 
     async def load() -> None:
         try:
@@ -275,24 +313,6 @@ async def _load_configuration(
             raise ConfigError(f"kubeconfig {path}: {e}") from e
 
     await load()
-    return configuration, load
-
-
-@contextlib.asynccontextmanager
-async def connect(
-    *,
-    kubeconfig: str | os.PathLike[str] | None = None,
-    context: str | None = None,
-    qps: float = ratelimit.DEFAULT_QPS,
-    burst: int = ratelimit.DEFAULT_BURST,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-) -> AsyncIterator[Kube]:
-    """A `Kube` for `kubeconfig` (and `context`), or in-cluster config when none is given
-    (falling back to $KUBECONFIG or ~/.kube/config outside a cluster); closed on exit."""
-    from kubernetes_asyncio.client import rest
-
-    configuration, reload = await _load_configuration(kubeconfig, context)
     transport = rest.RESTClientObject(configuration)  # its session carries TLS, CA and client certs
 
     async def auth() -> Mapping[str, str]:
@@ -300,17 +320,47 @@ async def connect(
         token = settings.get("BearerToken")
         return {"Authorization": token["value"]} if token and token.get("value") else {}
 
-    kube = Kube(
+    return Kube(
         session=transport.pool_manager,
         host=configuration.host,
         auth=auth,
-        reauth=reload,
+        reauth=load,  # a 401 reloads the file: an exec plugin's new token, a renewed certificate
         limiter=ratelimit.TokenBucket(rate=qps, burst=burst),
         request_timeout=request_timeout,
         connect_timeout=connect_timeout,
         server_hostname=configuration.tls_server_name,
         proxy=configuration.proxy,
     )
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    *,
+    kubeconfig: str | os.PathLike[str] | None = None,
+    context: str | None = None,
+    service_account_dir: str | os.PathLike[str] | None = None,
+    qps: float = ratelimit.DEFAULT_QPS,
+    burst: int = ratelimit.DEFAULT_BURST,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> AsyncIterator[Kube]:
+    """A `Kube` for `kubeconfig` (and `context`), or in-cluster config when none is given
+    (falling back to $KUBECONFIG or ~/.kube/config outside a cluster); closed on exit.
+
+    `service_account_dir` holds the in-cluster `token` and `ca.crt` (default
+    /var/run/secrets/kubernetes.io/serviceaccount). Raises `ConfigError` before yielding."""
+    config: incluster.InCluster | None = None
+    if kubeconfig is None:
+        try:
+            config = incluster.load(service_account_dir or incluster.SERVICE_ACCOUNT_DIR)
+        except incluster.NotInCluster as e:
+            kubeconfig = _fallback_kubeconfig(e)
+    timeouts = {"request_timeout": request_timeout, "connect_timeout": connect_timeout}
+    if config is not None:
+        kube = in_cluster(config, qps=qps, burst=burst, **timeouts)
+    else:
+        assert kubeconfig is not None
+        kube = await _from_kubeconfig(kubeconfig, context, qps=qps, burst=burst, **timeouts)
     try:
         yield kube
     finally:

@@ -10,6 +10,8 @@
      ├── ServerError          5xx: back off and retry
      └── Unreachable          no HTTP answer at all (refused, reset, timeout): back off
 
+    ConfigError               no usable kubeconfig or in-cluster configuration (before any request)
+
 Bodies are truncated so that nothing large (or secret) ends up in logs.
 """
 
@@ -60,6 +62,10 @@ class ServerError(ApiError):
 
 class Unreachable(ApiError):
     status = 0
+
+
+class ConfigError(Exception):
+    """No usable kubeconfig or in-cluster configuration; the message is one line naming what is wrong."""
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

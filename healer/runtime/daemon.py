@@ -353,7 +353,9 @@ async def run(settings: Settings) -> int:
         return 2
     notifier = notify.from_environment(shadow=settings.dry_run)
     try:
-        async with client.connect(kubeconfig=settings.kubeconfig) as api:
+        async with client.connect(
+            kubeconfig=settings.kubeconfig, service_account_dir=settings.service_account_dir
+        ) as api:
             executor: Executor = (
                 DryRunExecutor() if settings.dry_run else LiveExecutor(api, instance=settings.identity)
             )

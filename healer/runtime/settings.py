@@ -15,6 +15,9 @@ from pathlib import Path
 DEFAULT_HTTP_PORT = 9180
 DEFAULT_NAMESPACE = "healer-system"
 LEASE_NAME = "healer-leader"
+# Where the in-cluster token and ca.crt are (default /var/run/secrets/kubernetes.io/serviceaccount):
+# for tests and benchmarks that run `healer run` in-cluster outside a pod.
+SERVICE_ACCOUNT_DIR_ENV = "HEALER_SERVICE_ACCOUNT_DIR"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +26,7 @@ class Settings:
     rules_dir: Path
     dry_run: bool = False
     kubeconfig: Path | None = None  # None: in-cluster configuration
+    service_account_dir: Path | None = None  # in-cluster token and ca.crt; None: the standard mount
     http_port: int = DEFAULT_HTTP_PORT
     http_host: str = "0.0.0.0"
     namespace: str = DEFAULT_NAMESPACE  # where the leader Lease lives (POD_NAMESPACE)
@@ -63,6 +67,7 @@ class Settings:
             rules_dir=Path(rules) if rules else loading.default_directory(e),
             dry_run=dry_run,
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
+            service_account_dir=Path(sa_dir) if (sa_dir := e.get(SERVICE_ACCOUNT_DIR_ENV)) else None,
             http_port=port,
             namespace=e.get("POD_NAMESPACE") or DEFAULT_NAMESPACE,
             identity=identity,

@@ -18,7 +18,9 @@ It keeps what the client depends on, with the API server's semantics:
   preconditions, evictions (429 while `pdb_blocked` names the pod);
 - faults: `fail(...)` scripted statuses (429 + Retry-After, 500, ...), `drop_next(...)`
   (close the connection without an answer), `cut_watches()` (abort open streams), `down()`
-  / `up()` (stop listening: connection refused), bearer-token auth.
+  / `up()` (stop listening: connection refused), bearer-token auth;
+- HTTPS when given a server `ssl.SSLContext` (`tests/api/tls.py` makes one from a test CA), for
+  the in-cluster configuration, which only speaks https.
 
 Every request is recorded in `requests` so tests can assert what the client sent.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -94,6 +97,7 @@ class Recorded:
     body: Any
     at: float
     status: int = 0  # 0 until answered (or when the connection was dropped)
+    authorization: str = ""  # the Authorization header as sent (which token a client used)
 
 
 @dataclass
@@ -221,8 +225,15 @@ def _now() -> str:
 class FakeApi:
     """The server. `await start()` / `await stop()`; `url` once started."""
 
-    def __init__(self, *, token: str | None = None, bookmark_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        bookmark_interval: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.token = token
+        self.ssl_context = ssl_context  # serve https with it
         self.bookmark_interval = bookmark_interval  # 0: bookmarks only at the end of a timed watch
         self.gone_as_status = False  # answer a too-old watch with HTTP 410 rather than an ERROR event
         self.max_watch_seconds: float | None = None  # cap timeoutSeconds (fast tests)
@@ -242,7 +253,8 @@ class FakeApi:
     # ---- lifecycle ---------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         app = web.Application()
@@ -253,7 +265,9 @@ class FakeApi:
 
     async def up(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        self._site = web.TCPSite(
+            self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await self._site.start()
         if not self.port:
             server = self._site._server
@@ -372,7 +386,14 @@ class FakeApi:
         is_watch = query.get("watch", "").lower() in ("true", "1")
         raw = await request.read()
         body = orjson.loads(raw) if raw else None
-        record = Recorded(request.method, request.path, query, body, time.monotonic())
+        record = Recorded(
+            request.method,
+            request.path,
+            query,
+            body,
+            time.monotonic(),
+            authorization=request.headers.get("Authorization", ""),
+        )
         self.requests.append(record)
         response = await self._serve(request, query, body, is_watch)
         record.status = response.status

@@ -5,6 +5,10 @@ tests using it also cover configuration loading and the kubernetes-asyncio trans
 fake keeps the API server's semantics that matter (resourceVersion and UID preconditions,
 the Eviction subresource and its PDB 429, watches, Events) and takes scripted faults.
 Import the fixtures into a folder's conftest: `from tests.api.fixtures import fake, kube, kubeconfig`.
+
+`fake_tls` is the same server over https with a scratch CA's certificate (`tests/api/tls.py`),
+and `service_account` the folder a pod would have for it (`token`, `ca.crt`): the in-cluster
+configuration's inputs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pytest
 
 from healer.kube import client
 from tests.api.fakeapi import FakeApi
+from tests.api.tls import ScratchCA, write_service_account
 
 TOKEN = "s3cret-token"
 
@@ -53,3 +58,23 @@ def kubeconfig(fake: FakeApi, tmp_path: Path) -> Path:
 async def kube(kubeconfig: Path) -> AsyncIterator[client.Kube]:
     async with client.connect(kubeconfig=kubeconfig, qps=0, request_timeout=5, connect_timeout=2) as k:
         yield k
+
+
+@pytest.fixture
+def scratch_ca() -> ScratchCA:
+    return ScratchCA()
+
+
+@pytest.fixture
+async def fake_tls(scratch_ca: ScratchCA) -> AsyncIterator[FakeApi]:
+    api = FakeApi(token=TOKEN, ssl_context=scratch_ca.server_context())
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.stop()
+
+
+@pytest.fixture
+def service_account(scratch_ca: ScratchCA, tmp_path: Path) -> Path:
+    return write_service_account(tmp_path / "serviceaccount", token=TOKEN, ca_pem=scratch_ca.pem)
