@@ -6,6 +6,10 @@ the watches and the store. So the benches start exactly that process (`python -m
 --node NAME`, the shipped rules, leader election on, as in production) against
 `tests/api/fakeapi.FakeApi` serving one node and its realistic pods (`bench/synth.py`), wait
 for `/readyz` to answer 200, and read the process's own /proc/<pid>/status.
+
+Two ways in: `fake_cluster` (plain http, a kubeconfig: `healer run --kubeconfig`, the
+kubernetes-asyncio path) and `fake_cluster_in_cluster` (https with a scratch CA, and the
+variables and service-account folder a pod has: no --kubeconfig, the DaemonSet's path).
 """
 
 from __future__ import annotations
@@ -17,16 +21,21 @@ import os
 import random
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from bench import synth
+
+if TYPE_CHECKING:
+    from tests.api.fakeapi import FakeApi
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE = "node-00001"
@@ -63,17 +72,26 @@ class Agent:
 
 
 @contextlib.asynccontextmanager
-async def fake_cluster(*, pods: int) -> AsyncIterator[Path]:
-    """FakeApi with node `NODE` (Ready) and `pods` realistic pods on it; yields a kubeconfig."""
+async def _serving(*, pods: int, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[FakeApi]:
+    """FakeApi with node `NODE` (Ready) and `pods` realistic pods on it."""
     from tests.api.fakeapi import FakeApi
 
-    api = FakeApi()
+    api = FakeApi(ssl_context=ssl_context)
     await api.start()
     try:
         api.put("nodes", synth.node(1))
         rng = random.Random(1)
         for i in range(pods):
             api.put("pods", synth.pod(i, node_name=NODE, rng=rng))
+        yield api
+    finally:
+        await api.stop()
+
+
+@contextlib.asynccontextmanager
+async def fake_cluster(*, pods: int) -> AsyncIterator[Path]:
+    """The fake API over http with NODE and `pods` pods; yields a kubeconfig for it."""
+    async with _serving(pods=pods) as api:
         folder = Path(tempfile.mkdtemp(prefix="healer-bench-"))
         kubeconfig = folder / "kubeconfig"
         kubeconfig.write_text(
@@ -91,26 +109,45 @@ async def fake_cluster(*, pods: int) -> AsyncIterator[Path]:
             )
         )
         yield kubeconfig
-    finally:
-        await api.stop()
+
+
+@contextlib.asynccontextmanager
+async def fake_cluster_in_cluster(*, pods: int) -> AsyncIterator[dict[str, str]]:
+    """The fake API over https (a scratch CA) with NODE and `pods` pods; yields the environment
+    a pod would have for it: KUBERNETES_SERVICE_HOST/PORT and HEALER_SERVICE_ACCOUNT_DIR (a
+    folder with `token` and the CA's `ca.crt`)."""
+    from healer.runtime.settings import SERVICE_ACCOUNT_DIR_ENV
+    from tests.api.tls import ScratchCA, in_cluster_env, write_service_account
+
+    ca = ScratchCA()
+    async with _serving(pods=pods, ssl_context=ca.server_context()) as api:
+        folder = Path(tempfile.mkdtemp(prefix="healer-bench-")) / "serviceaccount"
+        write_service_account(folder, token="t", ca_pem=ca.pem)
+        yield {**in_cluster_env(api.port), SERVICE_ACCOUNT_DIR_ENV: str(folder)}
 
 
 @contextlib.asynccontextmanager
 async def healer_run(
-    *, kubeconfig: Path, prod_like: bool = True, deadline_s: float = 60.0
+    *,
+    kubeconfig: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    prod_like: bool = True,
+    deadline_s: float = 60.0,
 ) -> AsyncIterator[Agent]:
     """Spawn `healer run --node NODE` and wait for /readyz 200 (polled every 10 ms).
 
+    `kubeconfig`: pass `--kubeconfig`; None: in-cluster, from `env` (`fake_cluster_in_cluster`).
     `prod_like`: hide the venv's development-only packages (`DEV_ONLY`) as the image lacks them."""
     port = free_port()
-    env = {
+    environment = {
         **os.environ,
         "HEALER_LOG_FORMAT": "json",
         "POD_NAMESPACE": "default",
         "POD_NAME": "healer-bench",
         "PYTHONPATH": str(REPO_ROOT),
+        **(env or {}),
     }
-    env.pop("HEALER_NOTIFY_URLS", None)
+    environment.pop("HEALER_NOTIFY_URLS", None)
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -119,12 +156,11 @@ async def healer_run(
         "run",
         "--node",
         NODE,
-        "--kubeconfig",
-        str(kubeconfig),
+        *(("--kubeconfig", str(kubeconfig)) if kubeconfig is not None else ()),
         "--http-port",
         str(port),
         cwd=str(REPO_ROOT),
-        env=env,
+        env=environment,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

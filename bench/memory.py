@@ -6,16 +6,21 @@ view: at 150,000 pods a careless object layout costs gigabytes (a full pod dict 
 
 Figures (KiB from /proc/<pid>/status, VmRSS and VmHWM = peak):
   agent    a real `healer run --node N` process (see `bench/agent_process.py`: shipped rules,
-           leader election on, development-only packages hidden as in the image) against the
-           fake API serving its node and 110 realistic pods: RSS once /readyz is 200, and again
-           after it has run for --settle seconds. Being the only candidate it also wins the Lease,
-           so this includes the (tiny) cluster view too: an upper bound for a non-leader.
+           leader election on, no notification URLs, development-only packages hidden as in
+           the image) against the fake API serving its node and 110 realistic pods: RSS once
+           /readyz is 200, and again after it has run for --settle seconds. It connects as a
+           DaemonSet pod does: in-cluster (KUBERNETES_SERVICE_HOST/PORT, a service-account
+           folder, https with a scratch CA), so kubernetes-asyncio is never imported. The same
+           process with `--kubeconfig` (the kubernetes-asyncio path) is measured in the same
+           run for comparison (`agent_kubeconfig`). Being the only candidate it also wins the
+           Lease, so this includes the (tiny) cluster view too: an upper bound for a non-leader.
   imports  the same process's import set layer by layer, in a fresh interpreter: what each
-           layer adds to RSS (where a smaller agent would come from)
-  leader   a fresh interpreter imports what `healer run` imports, then decodes a synthetic
-           5,000-node / 150,000-pod cluster into the runtime's `Store` (`bench/synth.py`) and
-           takes one `Store.view()` snapshot: RSS before, after filling (and per pod), after
-           the snapshot.
+           layer adds to RSS (where a smaller agent would come from), then what apprise
+           (notification URLs configured) and kubernetes-asyncio (--kubeconfig) would add
+  leader   a fresh interpreter imports what `healer run` imports in a pod, then decodes a
+           synthetic 5,000-node / 150,000-pod cluster into the runtime's `Store`
+           (`bench/synth.py`) and takes one `Store.view()` snapshot: RSS before, after filling
+           (and per pod), after the snapshot.
 
 Run: .venv/bin/python bench/memory.py [--nodes 5000] [--pods-per-node 30] [--settle 3]
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -48,19 +54,23 @@ LEADER_BEFORE_SHARING = {
 AGENT_PODS = 110
 AGENT_GOAL_MIB = 64.0
 HIDE = f"import sys; sys.modules.update(dict.fromkeys({agent_process.DEV_ONLY!r}))"
+# What `healer run` imports in a pod: in-cluster configuration, no notification URLs.
 RUN_IMPORTS = (
     "import healer.cli, healer.runtime.daemon, healer.effects.live, healer.effects.dryrun, "
-    "healer.runtime.leader, healer.kube.client, healer.gpu.agent; "
-    "from kubernetes_asyncio import client, config; from kubernetes_asyncio.client import rest"
+    "healer.runtime.leader, healer.kube.client, healer.gpu.agent"
 )
 LAYERS: tuple[tuple[str, str], ...] = (
     ("python", "pass"),
     ("asyncio, aiohttp, orjson, structlog", "import asyncio, aiohttp, orjson, structlog"),
     ("+ rules (pydantic, yaml)", "import healer.rules.loading"),
     ("+ prometheus_client", "import prometheus_client"),
-    ("+ healer.runtime.daemon (notify: apprise)", "import healer.cli, healer.runtime.daemon"),
-    ("+ effects, leader, kube, gpu (pynvml)", RUN_IMPORTS.split("; from")[0]),
-    ("+ kubernetes_asyncio client/config", RUN_IMPORTS),
+    ("+ healer.runtime.daemon (notify, apprise not loaded)", "import healer.cli, healer.runtime.daemon"),
+    ("+ effects, leader, kube, gpu: in-cluster, no kubernetes_asyncio", RUN_IMPORTS),
+    ("+ apprise (only with notification URLs)", "import apprise"),
+    (
+        "+ kubernetes_asyncio client/config (only with --kubeconfig)",
+        "from kubernetes_asyncio import client, config; from kubernetes_asyncio.client import rest",
+    ),
 )
 
 _RSS = "int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
@@ -121,11 +131,15 @@ def leader(nodes: int, pods_per_node: int) -> dict[str, Any]:
     return result
 
 
-async def agent(settle_s: float) -> dict[str, int | float]:
-    async with (
-        agent_process.fake_cluster(pods=AGENT_PODS) as kubeconfig,
-        agent_process.healer_run(kubeconfig=kubeconfig) as a,
-    ):
+async def agent(settle_s: float, *, in_cluster: bool = True) -> dict[str, int | float]:
+    """`healer run` in-cluster (as in a pod), or with `--kubeconfig` (kubernetes-asyncio's path)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if in_cluster:
+            env = await stack.enter_async_context(agent_process.fake_cluster_in_cluster(pods=AGENT_PODS))
+            a = await stack.enter_async_context(agent_process.healer_run(env=env))
+        else:
+            kubeconfig = await stack.enter_async_context(agent_process.fake_cluster(pods=AGENT_PODS))
+            a = await stack.enter_async_context(agent_process.healer_run(kubeconfig=kubeconfig))
         ready = agent_process.proc_status(a.pid)
         await asyncio.sleep(settle_s)
         settled = agent_process.proc_status(a.pid)
@@ -152,17 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     ag = asyncio.run(agent(args.settle))
+    ag_kubeconfig = asyncio.run(agent(args.settle, in_cluster=False))
     met = mib(ag["settled_rss_kib"]) <= AGENT_GOAL_MIB
     common.table(
         f"node agent: healer run, {AGENT_PODS} pods (goal <= {AGENT_GOAL_MIB:.0f} MiB)",
         ["when", "RSS MiB", "peak MiB", "goal"],
         [
-            ["ready", mib(ag["ready_rss_kib"]), "", ""],
+            ["in-cluster, ready", mib(ag["ready_rss_kib"]), "", ""],
             [
-                f"after {args.settle:g}s",
+                f"in-cluster, after {args.settle:g}s",
                 mib(ag["settled_rss_kib"]),
                 mib(ag["peak_rss_kib"]),
                 "met" if met else "NOT MET",
+            ],
+            [
+                f"--kubeconfig, after {args.settle:g}s",
+                mib(ag_kubeconfig["settled_rss_kib"]),
+                mib(ag_kubeconfig["peak_rss_kib"]),
+                "",
             ],
         ],
     )
@@ -194,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory",
         inputs={
             "agent_pods": AGENT_PODS,
+            "agent_config": "in-cluster (https, service-account folder); agent_kubeconfig: --kubeconfig",
             "settle_s": args.settle,
             "leader_nodes": ld["counts"]["nodes"],
             "leader_pods": pods,
@@ -204,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         figures={
             "agent": ag,
             "agent_rss_mib": round(mib(ag["settled_rss_kib"]), 1),
+            "agent_kubeconfig": ag_kubeconfig,
+            "agent_kubeconfig_rss_mib": round(mib(ag_kubeconfig["settled_rss_kib"]), 1),
             "import_layers_kib": {label: {"rss": kib, "modules": mods} for label, kib, mods in layers},
             "leader": {
                 "imports_rss_kib": ld["before"],
