@@ -132,7 +132,7 @@ def _memory(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     f = d.get("figures", {})
     leader = f.get("leader", {})
     rows = [
-        ("node agent RSS (healer run, 110 pods)", _fmt(f.get("agent_rss_mib"), " MiB"), "<= 64 MiB"),
+        ("node agent RSS (in-cluster, 110 pods)", _fmt(f.get("agent_rss_mib"), " MiB"), "<= 64 MiB"),
         (
             f"leader RSS, {_fmt(_get(d, 'inputs', 'leader_pods'))} pods held",
             _fmt(_mib(leader.get("filled_rss_kib")), " MiB"),
@@ -140,6 +140,9 @@ def _memory(d: dict[str, Any]) -> list[tuple[str, str, str]]:
         ),
         ("leader bytes per pod held", _fmt(leader.get("bytes_per_pod"), " B"), ""),
     ]
+    if "agent_kubeconfig_rss_mib" in f:  # results from before the in-cluster path lack it
+        kubeconfig = _fmt(f["agent_kubeconfig_rss_mib"], " MiB")
+        rows.insert(1, ("  with --kubeconfig (kubernetes-asyncio)", kubeconfig, ""))
     before = f.get("leader_before_sharing")
     if before:
         rows.append(("  before value sharing in decode", _fmt(before.get("bytes_per_pod"), " B"), ""))
