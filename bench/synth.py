@@ -14,6 +14,7 @@ a few Evicted pods. Nothing is kept: the caller decodes and drops each raw dict.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -393,13 +394,17 @@ def watch_lines(count: int, *, seed: int = 8, nodes: int = 50) -> list[bytes]:
     return lines
 
 
+def _not_ready_nodes(nodes: int, not_ready: int) -> set[int]:
+    stride = max(1, nodes // max(1, not_ready)) if not_ready else 0
+    return {k * stride for k in range(not_ready)} if not_ready else set()
+
+
 def cluster(*, nodes: int, pods_per_node: int, not_ready: int, seed: int = 8) -> Iterator[tuple[str, Obj]]:
     """("Node" | "Pod", raw) for a synthetic cluster. The first `not_ready` nodes (spread by a
     stride over the index space) are NotReady; a third of their pods are already Terminating.
     About 1 pod in 200 elsewhere is an old Evicted one."""
     rng = random.Random(seed)
-    stride = max(1, nodes // max(1, not_ready)) if not_ready else 0
-    bad = {k * stride for k in range(not_ready)} if not_ready else set()
+    bad = _not_ready_nodes(nodes, not_ready)
     serial = 0
     for n in range(nodes):
         ready = n not in bad
@@ -409,6 +414,21 @@ def cluster(*, nodes: int, pods_per_node: int, not_ready: int, seed: int = 8) ->
             evicted = ready and rng.random() < 0.005
             terminating = (not ready) and rng.random() < 0.33
             yield "Pod", pod(serial, node_name=name, rng=rng, terminating=terminating, evicted=evicted)
+            serial += 1
+
+
+def _pods_of(*, nodes: int, pods_per_node: int, not_ready: int, seed: int = 8) -> Iterator[Obj]:
+    """The pods of `cluster(...)`, the same ones, without building its nodes."""
+    rng = random.Random(seed)
+    bad = _not_ready_nodes(nodes, not_ready)
+    serial = 0
+    for n in range(nodes):
+        ready = n not in bad
+        name = f"node-{n:05d}"
+        for _ in range(pods_per_node):
+            evicted = ready and rng.random() < 0.005
+            terminating = (not ready) and rng.random() < 0.33
+            yield pod(serial, node_name=name, rng=rng, terminating=terminating, evicted=evicted)
             serial += 1
 
 
@@ -473,3 +493,85 @@ def fill_store(
     for resource in ("nodes", "pods", "persistentvolumes", "persistentvolumeclaims", "poddisruptionbudgets"):
         store.apply(events.Listed(resource=resource))
     return counts
+
+
+class _PagedApi:
+    """What `healer.watch.resources` lists from: the API server's pages (`limit`, `continue`),
+    made on the fly from an iterator of raw objects per path, so no more than a page is alive."""
+
+    def __init__(self, items: dict[str, Iterator[Obj]]) -> None:
+        self.items = items
+        self.served: dict[str, int] = dict.fromkeys(items, 0)
+
+    async def request(self, method: str, path: str, *, query: dict[str, str], **_: Any) -> Obj:
+        limit = int(query["limit"])
+        page = list(itertools.islice(self.items[path], limit))
+        self.served[path] += len(page)
+        meta: Obj = {"resourceVersion": "1"}
+        if len(page) == limit:
+            meta["continue"] = "more"  # perhaps an empty last page, as the API server may send
+        return {"kind": "List", "metadata": meta, "items": page}
+
+
+def fill_store_watched(
+    store: Any, *, nodes: int, pods_per_node: int, not_ready: int, seed: int = 8
+) -> tuple[dict[str, int], list[Any]]:
+    """`fill_store`, but as the leader really does it: each kind listed (pages of 500) through
+    the watcher's own list-and-diff code (`healer.watch.resources._list`), every event applied
+    to the store, then `Listed`. The same objects; returns the counts and the watchers' states,
+    which hold their relist bookkeeping (what they already yielded): the caller keeps them
+    alive to measure it, as the leader's watchers keep theirs."""
+    import asyncio
+
+    from healer.model import events
+    from healer.watch import resources
+
+    counts = {"nodes": 0, "pods": 0, "pvcs": 0, "pvs": 0}
+    claims: list[tuple[str, str, str]] = []  # (namespace, claim, node) of every pod's PVCs
+
+    def node_items() -> Iterator[Obj]:
+        bad = _not_ready_nodes(nodes, not_ready)
+        return (node(n, ready=n not in bad) for n in range(nodes))
+
+    def claim_items(which: int) -> Iterator[Obj]:
+        for i, (namespace, name, node_name) in enumerate(claims):
+            yield claim(namespace, name, node_name=node_name, local=i % 10 == 0)[which]
+
+    kinds = (
+        (resources.NODES, node_items(), "nodes"),
+        (
+            resources.PODS,
+            _pods_of(nodes=nodes, pods_per_node=pods_per_node, not_ready=not_ready, seed=seed),
+            "pods",
+        ),
+        (resources.PERSISTENT_VOLUME_CLAIMS, claim_items(0), "pvcs"),
+        (resources.PERSISTENT_VOLUMES, claim_items(1), "pvs"),
+        (resources.POD_DISRUPTION_BUDGETS, iter(()), ""),
+    )
+    api = _PagedApi({res.path(): items for res, items, _ in kinds})
+    states: list[Any] = []
+
+    async def run() -> None:
+        for res, _, counted in kinds:
+            state = resources._State()
+            async for event in resources._list(
+                api,  # type: ignore[arg-type]
+                res,
+                path=res.path(),
+                selectors={},
+                state=state,
+                resource_version="0",
+                page_size=resources.DEFAULT_PAGE_SIZE,
+            ):
+                store.apply(event)
+                if isinstance(event, events.PodEvent):
+                    claims.extend(
+                        (event.pod.namespace, name, event.pod.node_name) for name in event.pod.claims
+                    )
+            store.apply(events.Listed(resource=res.name))
+            states.append(state)
+            if counted:
+                counts[counted] = api.served[res.path()]
+
+    asyncio.run(run())
+    return counts, states
