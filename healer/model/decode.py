@@ -8,7 +8,14 @@ The leader holds every pod of the cluster, and most of what a pod carries repeat
 the namespace, node and phase strings, the label set of its ReplicaSet, its owner, the second it
 was created. Those are shared (strings interned, equal values kept once in `_SHARED`) so a
 150,000-pod view costs about half the memory (bench/memory.py). The values are immutable and
-equal to what would otherwise be built, so nothing else changes.
+equal to what would otherwise be built, so nothing else changes. Of a pod's volumes only the
+PVCs and hostPaths are kept (what the engine and the stories read; the token, configMap and
+emptyDir volumes every pod has cost 300 B each). A node's label, annotation and condition
+strings are interned too.
+
+`pod()` is the watchers' hot path (every pod event of the cluster, ~15 us here besides
+orjson's): it inlines what it can and fills the Pod without the dataclass `__init__`
+(see `_PodSlots`); bench/watch_decode.py measures it.
 """
 
 from __future__ import annotations
@@ -66,8 +73,12 @@ class _Shared:
         return value
 
 
-_SHARED = _Shared(16384)  # label and annotation maps, owners
+_SHARED = _Shared(16384)  # label and annotation maps
+_OWNERS = _Shared(16384)  # owner references
 _TIMES = _Shared(16384)  # timestamps: many are unique, so they must not crowd out the maps
+_MODES = _Shared(256)  # PV and PVC access modes
+_HOST_PATHS = _Shared(1024)  # hostPath volumes by name, and tuples of them
+_GPU = names.GPU_RESOURCE
 
 
 def parse_time(value: object) -> datetime | None:
@@ -95,15 +106,24 @@ def _strmap(value: object) -> Mapping[str, str]:
 
 def _shared_map(value: object) -> Mapping[str, str]:
     """`_strmap`, but equal maps (the labels of one ReplicaSet's pods) come back as one object."""
-    mapping = _strmap(value)
-    if not mapping:
-        return mapping
+    if not value:
+        return _EMPTY
+    mapping = value if type(value) is dict else _strmap(value)
     key = tuple(mapping.items())
     try:
         found: Mapping[str, str] | None = _SHARED.items.get(key)
     except TypeError:  # an unhashable value (a list where a string belongs): keep it unshared
         return mapping
     return found if found is not None else _SHARED.put(key, mapping)
+
+
+def _interned_map(value: object) -> Mapping[str, str]:
+    """`_strmap`, its string values interned: a node's labels and annotations are mostly the
+    same few values (architecture, OS, zone, instance type...) on every node."""
+    mapping = _strmap(value)
+    if not mapping:
+        return mapping
+    return {k: _intern(v) if type(v) is str else v for k, v in mapping.items()}
 
 
 def _int_quantity(value: object) -> int:
@@ -125,8 +145,8 @@ def node(raw: Raw) -> Node:
             name=meta["name"],
             uid=meta.get("uid", ""),
             resource_version=meta.get("resourceVersion", ""),
-            labels=_strmap(meta.get("labels")),
-            annotations=_strmap(meta.get("annotations")),
+            labels=_interned_map(meta.get("labels")),
+            annotations=_interned_map(meta.get("annotations")),
             unschedulable=bool(spec.get("unschedulable", False)),
             taints=tuple(
                 Taint(
@@ -138,11 +158,11 @@ def node(raw: Raw) -> Node:
                 for t in spec.get("taints") or ()
             ),
             conditions=tuple(
-                Condition(
-                    type=c["type"],
+                Condition(  # the same types, reasons and messages on every node: interned
+                    type=_interned(c["type"]),
                     status=ConditionStatus(c.get("status", "Unknown")),
-                    reason=c.get("reason", ""),
-                    message=c.get("message", ""),
+                    reason=_interned(c.get("reason", "")),
+                    message=_interned(c.get("message", "")),
                     last_transition=parse_time(c.get("lastTransitionTime")),
                     last_heartbeat=parse_time(c.get("lastHeartbeatTime")),
                 )
@@ -158,52 +178,95 @@ def node(raw: Raw) -> Node:
 
 def _owner(ref: Raw) -> Owner:
     kind, name, uid = ref["kind"], ref["name"], ref.get("uid", "")
-    key = ("owner", kind, name, uid)
+    key = (kind, name, uid)
     try:
-        found: Owner | None = _SHARED.items.get(key)
+        found: Owner | None = _OWNERS.items.get(key)
         if found is not None:
             return found
-        return _SHARED.put(key, Owner(kind=_intern(kind), name=name, uid=uid))
+        return _OWNERS.put(key, Owner(kind=_intern(kind), name=name, uid=uid))
     except TypeError as e:  # unhashable, or sys.intern of a non-string
         raise DecodeError(f"owner kind, name and uid must be strings, got {kind!r}") from e
 
 
 def _controller(meta: Raw) -> Owner | None:
-    refs = meta.get("ownerReferences") or ()
+    refs = meta.get("ownerReferences")
+    if not refs:
+        return None
     for ref in refs:
         if ref.get("controller"):
-            return _owner(ref)
-    if refs:
-        return _owner(refs[0])
-    return None
+            break
+    else:
+        ref = refs[0]
+    try:  # the usual case, inline: an owner seen before
+        found: Owner | None = _OWNERS.items.get((ref["kind"], ref["name"], ref.get("uid", "")))
+    except TypeError:
+        found = None
+    return found if found is not None else _owner(ref)
 
 
-def _volume(raw: Raw) -> Volume:
-    name = raw.get("name", "")
-    if "persistentVolumeClaim" in raw:
-        return Volume(name=name, kind=VolumeKind.PVC, claim=raw["persistentVolumeClaim"]["claimName"])
-    if "hostPath" in raw:
-        return Volume(name=name, kind=VolumeKind.HOST_PATH)
-    if "emptyDir" in raw:
-        return Volume(name=name, kind=VolumeKind.EMPTY_DIR)
-    return Volume(name=name, kind=VolumeKind.OTHER)
+def _volumes(raw: object) -> tuple[Volume, ...]:
+    """The PVC and hostPath volumes (what the engine and the stories read), nothing else.
+
+    A hostPath volume (a DaemonSet's) is one shared object per name, and so is a pod's tuple of
+    them; a pod with neither (most pods: token, configMap, emptyDir) gets the empty tuple.
+    """
+    if not raw:
+        return ()
+    kept: list[Volume] = []
+    shared = True
+    for v in raw:  # type: ignore[attr-defined]
+        if "persistentVolumeClaim" in v:
+            name = v.get("name", "")
+            kept.append(
+                Volume(
+                    name=_intern(name) if type(name) is str else name,
+                    kind=VolumeKind.PVC,
+                    claim=v["persistentVolumeClaim"]["claimName"],
+                )
+            )
+            shared = False
+        elif "hostPath" in v:
+            name = v.get("name", "")
+            if type(name) is not str:
+                kept.append(Volume(name=name, kind=VolumeKind.HOST_PATH))
+                shared = False
+                continue
+            host: Volume | None = _HOST_PATHS.items.get(name)
+            if host is None:
+                host = _HOST_PATHS.put(name, Volume(name=_intern(name), kind=VolumeKind.HOST_PATH))
+            kept.append(host)
+        elif type(v) is not dict and not isinstance(v, Mapping):
+            raise TypeError(f"a volume must be a map, got {type(v).__name__}")
+    if not kept:
+        return ()
+    if not shared:
+        return tuple(kept)
+    key = tuple(kept)
+    found: tuple[Volume, ...] | None = _HOST_PATHS.items.get(key)
+    return found if found is not None else _HOST_PATHS.put(key, key)
 
 
 def _gpus(spec: Raw) -> int:
     total = 0
     for c in spec.get("containers") or ():
-        res = c.get("resources") or {}
-        total += max(
-            _int_quantity((res.get("limits") or {}).get(names.GPU_RESOURCE)),
-            _int_quantity((res.get("requests") or {}).get(names.GPU_RESOURCE)),
-        )
+        res = c.get("resources")
+        if not res:
+            continue
+        limits, requests = res.get("limits"), res.get("requests")
+        limit = limits.get(_GPU) if limits else None
+        request = requests.get(_GPU) if requests else None
+        if limit is not None or request is not None:
+            total += max(_int_quantity(limit), _int_quantity(request))
     return total
 
 
 def _finished(status: Raw) -> datetime | None:
     latest: datetime | None = None
     for cs in status.get("containerStatuses") or ():
-        term = (cs.get("state") or {}).get("terminated") or {}
+        state = cs.get("state")
+        term = state.get("terminated") if state else None
+        if not term:
+            continue
         at = parse_time(term.get("finishedAt"))
         if at and (latest is None or at > latest):
             latest = at
@@ -211,7 +274,16 @@ def _finished(status: Raw) -> datetime | None:
 
 
 def _ready(status: Raw) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
+    # a loop: any() over a generator costs twice this
+    for c in status.get("conditions") or ():  # noqa: SIM110
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            return True
+    return False
+
+
+def _interned(value: Any) -> Any:
+    """A string interned, anything else as it is (no new errors for odd values)."""
+    return _intern(value) if type(value) is str else value
 
 
 def _str(value: object) -> str:
@@ -223,33 +295,67 @@ def _str(value: object) -> str:
     return _intern(value)
 
 
+class _PodSlots:
+    """A `Pod`'s memory layout without its frozen `__setattr__`, for `pod()` to fill.
+
+    A frozen dataclass's `__init__` stores each of its fields through `object.__setattr__`:
+    for a Pod's 22 that was 7.8 us of a ~15 us decode. `pod()` fills one of these with plain
+    attribute stores (1 us) and then makes it the Pod it is by `__class__` assignment, which
+    Python allows between classes with the same slots. The result is an ordinary, frozen Pod;
+    tests/unit/test_decode_sharing.py checks that every field is set and equals what
+    `Pod(...)` builds from the same values.
+    """
+
+    __slots__ = Pod.__slots__
+
+
+_new = object.__new__
+
+
 def pod(raw: Raw) -> Pod:
     meta = raw.get("metadata") or {}
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
     try:
-        return Pod(
-            namespace=_str(meta.get("namespace", "default")),
-            name=meta["name"],
-            uid=meta.get("uid", ""),
-            resource_version=meta.get("resourceVersion", ""),
-            node_name=_str(spec.get("nodeName", "")),
-            phase=_str(status.get("phase", "Pending")),
-            reason=_str(status.get("reason", "")),
-            message=status.get("message", ""),
-            labels=_shared_map(meta.get("labels")),
-            annotations=_shared_map(meta.get("annotations")),
-            owner=_controller(meta),
-            volumes=tuple([_volume(v) for v in spec.get("volumes") or ()]),
-            gpu_request=_gpus(spec),
-            deletion_timestamp=parse_time(meta.get("deletionTimestamp")),
-            deletion_grace_seconds=meta.get("deletionGracePeriodSeconds"),
-            created=parse_time(meta.get("creationTimestamp")),
-            started=parse_time(status.get("startTime")),
-            finished=_finished(status),
-            ready=_ready(status),
-            priority_class=spec.get("priorityClassName", ""),
+        mget = meta.get
+        sget = status.get
+        times = _TIMES.items
+        p: Any = _new(_PodSlots)
+        # the fields in Pod's order, each as `Pod(...)` would take it (so the first error is
+        # the same); strings the leader holds 150,000 times (namespace, node, phase) interned
+        value = mget("namespace", "default")
+        p.namespace = namespace = _intern(value) if type(value) is str else _str(value)
+        p.name = name = meta["name"]
+        p.uid = mget("uid", "")
+        p.resource_version = mget("resourceVersion", "")
+        value = spec.get("nodeName", "")
+        p.node_name = _intern(value) if type(value) is str else _str(value)
+        value = sget("phase", "Pending")
+        p.phase = _intern(value) if type(value) is str else _str(value)
+        value = sget("reason", "")
+        p.reason = _intern(value) if type(value) is str else _str(value)
+        p.message = sget("message", "")
+        p.labels = _shared_map(mget("labels"))
+        p.annotations = _shared_map(mget("annotations"))
+        p.owner = _controller(meta)
+        p.volumes = _volumes(spec.get("volumes"))
+        p.gpu_request = _gpus(spec)
+        # parse_time, but a hit in its cache (most pods' times repeat) spares the call
+        value = mget("deletionTimestamp")
+        p.deletion_timestamp = (
+            (times.get(value) or parse_time(value)) if type(value) is str else parse_time(value)
         )
+        p.deletion_grace_seconds = mget("deletionGracePeriodSeconds")
+        value = mget("creationTimestamp")
+        p.created = (times.get(value) or parse_time(value)) if type(value) is str else parse_time(value)
+        value = sget("startTime")
+        p.started = (times.get(value) or parse_time(value)) if type(value) is str else parse_time(value)
+        p.finished = _finished(status)
+        p.ready = _ready(status)
+        p.priority_class = spec.get("priorityClassName", "")
+        p.key = (namespace, name)
+        p.__class__ = Pod
+        return p  # type: ignore[no-any-return]
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise DecodeError(f"Pod {meta.get('namespace', '?')}/{meta.get('name', '?')}: {e}") from e
 
@@ -267,6 +373,18 @@ def _affinity_hosts(spec: Raw) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _modes(value: Any) -> tuple[str, ...]:
+    """Access modes: a handful of distinct tuples, each kept once."""
+    if not value:
+        return ()
+    modes: tuple[str, ...] = tuple(value)
+    try:
+        found: tuple[str, ...] | None = _MODES.items.get(modes)
+    except TypeError:  # unhashable: keep it unshared
+        return modes
+    return found if found is not None else _MODES.put(modes, modes)
+
+
 def persistent_volume(raw: Raw) -> PersistentVolume:
     meta = raw.get("metadata") or {}
     spec = raw.get("spec") or {}
@@ -274,13 +392,14 @@ def persistent_volume(raw: Raw) -> PersistentVolume:
         claim = spec.get("claimRef")
         provisioner = (meta.get("annotations") or {}).get("pv.kubernetes.io/provisioned-by", "")
         return PersistentVolume(
-            name=meta["name"],
-            access_modes=tuple(spec.get("accessModes") or ()),
-            storage_class=spec.get("storageClassName", ""),
+            name=_interned(meta["name"]),  # one string with its claim's volume_name
+            access_modes=_modes(spec.get("accessModes")),
+            storage_class=_str(spec.get("storageClassName", "")),
             node_affinity=_affinity_hosts(spec),
             local=("local" in spec or "hostPath" in spec or provisioner == names.LOCAL_PATH_PROVISIONER),
-            claim=(claim.get("namespace", ""), claim["name"]) if claim else None,
-            csi_driver=(spec.get("csi") or {}).get("driver", ""),
+            claim=(_str(claim.get("namespace", "")), claim["name"]) if claim else None,
+            csi_driver=_str((spec.get("csi") or {}).get("driver", "")),
+            resource_version=meta.get("resourceVersion", ""),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise DecodeError(f"PersistentVolume {meta.get('name', '?')}: {e}") from e
@@ -291,11 +410,12 @@ def persistent_volume_claim(raw: Raw) -> PersistentVolumeClaim:
     spec = raw.get("spec") or {}
     try:
         return PersistentVolumeClaim(
-            namespace=meta.get("namespace", "default"),
+            namespace=_str(meta.get("namespace", "default")),
             name=meta["name"],
-            volume_name=spec.get("volumeName", ""),
-            access_modes=tuple(spec.get("accessModes") or ()),
-            storage_class=spec.get("storageClassName") or "",
+            volume_name=_interned(spec.get("volumeName", "")),
+            access_modes=_modes(spec.get("accessModes")),
+            storage_class=_str(spec.get("storageClassName") or ""),
+            resource_version=meta.get("resourceVersion", ""),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise DecodeError(f"PersistentVolumeClaim {meta.get('name', '?')}: {e}") from e
@@ -307,10 +427,11 @@ def pod_disruption_budget(raw: Raw) -> PodDisruptionBudget:
     status = raw.get("status") or {}
     try:
         return PodDisruptionBudget(
-            namespace=meta.get("namespace", "default"),
+            namespace=_str(meta.get("namespace", "default")),
             name=meta["name"],
             match_labels=_strmap((spec.get("selector") or {}).get("matchLabels")),
             disruptions_allowed=int(status.get("disruptionsAllowed", 0)),
+            resource_version=meta.get("resourceVersion", ""),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise DecodeError(f"PodDisruptionBudget {meta.get('name', '?')}: {e}") from e

@@ -138,6 +138,8 @@ class Pod:
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     owner: Owner | None = None  # the controller owner reference, if any
+    # the volumes healer reads: PVCs and hostPaths (`decode` keeps no others: a leader holds
+    # 150,000 pods, and their projected token, configMap and emptyDir volumes cost 300 B each)
     volumes: tuple[Volume, ...] = ()
     gpu_request: int = 0
     deletion_timestamp: datetime | None = None
@@ -147,10 +149,11 @@ class Pod:
     finished: datetime | None = None  # latest container termination time, for Failed/Succeeded pods
     ready: bool = False
     priority_class: str = ""
+    # (namespace, name), built once: the store's tables and the watcher's bookkeeping share it
+    key: tuple[str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.namespace, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.namespace, self.name))
 
     @property
     def ref(self) -> ObjectRef:
@@ -182,6 +185,7 @@ class PersistentVolume:
     local: bool = False  # spec.local or spec.hostPath or a local-path provisioned volume
     claim: tuple[str, str] | None = None  # (namespace, name) of the bound claim
     csi_driver: str = ""
+    resource_version: str = ""
 
     @property
     def single_attach(self) -> bool:
@@ -195,10 +199,11 @@ class PersistentVolumeClaim:
     volume_name: str = ""
     access_modes: tuple[str, ...] = ()
     storage_class: str = ""
+    resource_version: str = ""
+    key: tuple[str, str] = field(init=False, repr=False, compare=False)  # (namespace, name), as Pod.key
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.namespace, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.namespace, self.name))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +212,7 @@ class PodDisruptionBudget:
     name: str
     match_labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     disruptions_allowed: int = 0
+    resource_version: str = ""
 
     def selects(self, pod: Pod) -> bool:
         if pod.namespace != self.namespace or not self.match_labels:

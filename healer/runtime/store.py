@@ -142,6 +142,10 @@ class Store:
 
     def apply(self, event: Event) -> bool:
         """Apply one event; True when the view (including `synced`) changed."""
+        if type(event) is PodEvent:  # most events (the `match` below would do the same, slower)
+            self._put_pod(event.pod, deleted=event.change is Change.DELETED)
+            self._view = None
+            return True
         match event:
             case NodeEvent(change=change, node=node):
                 deleted = change is Change.DELETED
@@ -197,29 +201,46 @@ class Store:
             self._table(table)[key] = obj
 
     def _put_pod(self, pod: Pod, *, deleted: bool) -> None:
-        key = pod.key  # one tuple for both tables
-        shard = hash(key) % _SHARDS
-        old = self._pod_shards[shard].get(key)
-        self._touch(pod.node_name)
+        key = pod.key  # the pod's own tuple, for both tables
+        index = hash(key) % _SHARDS
+        shard = self._pod_shards[index]
+        old = shard.get(key)
+        node = pod.node_name
+        touched = self._touched
+        if touched is not None:
+            touched.add(node)
+        by_node = self._by_node
+        node_views = self._node_views
         if old is not None:
-            self._touch(old.node_name)
-        if old is not None and old.node_name:
-            self._node_views.pop(old.node_name, None)
-            on_node = self._by_node.get(old.node_name)
-            if on_node is not None:
-                on_node.pop(key, None)
-                if not on_node:
-                    del self._by_node[old.node_name]
-        self._frozen_shards[shard] = None
+            if old.key is not key:
+                # the tables keep the key they were first given (old.key): the new pod takes that
+                # equal tuple too, so a pod that changed is not held with two (72 B a pod)
+                key = old.key
+                object.__setattr__(pod, "key", key)
+            old_node = old.node_name
+            if touched is not None:
+                touched.add(old_node)
+            if old_node:
+                node_views.pop(old_node, None)
+                on_node = by_node.get(old_node)
+                if on_node is not None:
+                    on_node.pop(key, None)
+                    if not on_node:
+                        del by_node[old_node]
+        self._frozen_shards[index] = None
         if deleted:
-            if self._pod_shards[shard].pop(key, None) is not None:
+            if shard.pop(key, None) is not None:
                 self._pod_count -= 1
-        else:
-            self._pod_shards[shard][key] = pod
-            self._pod_count += old is None
-        if not deleted and pod.node_name:
-            self._node_views.pop(pod.node_name, None)
-            self._by_node.setdefault(pod.node_name, {})[key] = pod
+            return
+        shard[key] = pod
+        if old is None:
+            self._pod_count += 1
+        if node:
+            node_views.pop(node, None)
+            on_node = by_node.get(node)
+            if on_node is None:
+                on_node = by_node[node] = {}
+            on_node[key] = pod
 
     def _pods_by_node(self) -> Mapping[str, Mapping[PodKey, Pod]]:
         frozen = self._node_views

@@ -29,8 +29,9 @@ What a consumer sees (and may rely on):
 "persistentvolumes", "persistentvolumeclaims", "poddisruptionbudgets"). Every restart calls
 `on_restart(resource, reason)` (reasons in `RestartReason`) so the runtime can count them.
 
-The per-event path is `orjson.loads`, `decode`, one dict update (for the relist diff, which
-keeps the slim objects the consumer keeps anyway), one event object, `yield`.
+The per-event path is `orjson.loads`, `decode`, one dict update (for the relist diff: the
+slim object under its own key, both shared with the consumer's store, so the bookkeeping costs
+a dict entry per object), one event object, `yield`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -50,7 +52,9 @@ from healer.model import decode, events
 
 log = structlog.get_logger(__name__)
 
-Key = tuple[str, str]  # (namespace, name); "" namespace for cluster-scoped objects
+# a namespaced object's (namespace, name) (the decoded object's own `key` where it has one,
+# so the tuple is shared), a cluster-scoped object's name
+Key = tuple[str, str] | str
 
 DEFAULT_TIMEOUT_SECONDS = 300
 DEFAULT_PAGE_SIZE = 500
@@ -79,6 +83,8 @@ class Resource:
     namespaced: bool
     decode: Callable[[decode.Raw], Any]
     event: Callable[[events.Change, Any], events.Event]
+    key: Callable[[Any], Key]  # of a decoded object
+    meta_key: Callable[[Mapping[str, Any]], Key]  # the same key from raw metadata, before decoding
 
     def path(self, namespace: str | None = None) -> str:
         root = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
@@ -91,6 +97,21 @@ def _storage_event(change: events.Change, obj: Any) -> events.Event:
     return events.StorageEvent(change=change, obj=obj)
 
 
+def _name(meta: Mapping[str, Any]) -> str:
+    name: str = meta["name"]
+    return name
+
+
+def _namespaced(meta: Mapping[str, Any]) -> tuple[str, str]:
+    """As `decode` reads it: no namespace is "default", an explicit null is ""."""
+    namespace = meta.get("namespace", "default")
+    return ("" if namespace is None else namespace, meta["name"])
+
+
+def _pdb_key(pdb: Any) -> tuple[str, str]:
+    return (pdb.namespace, pdb.name)
+
+
 NODES = Resource(
     name="nodes",
     kind="Node",
@@ -98,6 +119,8 @@ NODES = Resource(
     namespaced=False,
     decode=decode.node,
     event=lambda change, obj: events.NodeEvent(change=change, node=obj),
+    key=attrgetter("name"),
+    meta_key=_name,
 )
 PODS = Resource(
     name="pods",
@@ -106,6 +129,8 @@ PODS = Resource(
     namespaced=True,
     decode=decode.pod,
     event=lambda change, obj: events.PodEvent(change=change, pod=obj),
+    key=attrgetter("key"),
+    meta_key=_namespaced,
 )
 PERSISTENT_VOLUMES = Resource(
     name="persistentvolumes",
@@ -114,6 +139,8 @@ PERSISTENT_VOLUMES = Resource(
     namespaced=False,
     decode=decode.persistent_volume,
     event=_storage_event,
+    key=attrgetter("name"),
+    meta_key=_name,
 )
 PERSISTENT_VOLUME_CLAIMS = Resource(
     name="persistentvolumeclaims",
@@ -122,6 +149,8 @@ PERSISTENT_VOLUME_CLAIMS = Resource(
     namespaced=True,
     decode=decode.persistent_volume_claim,
     event=_storage_event,
+    key=attrgetter("key"),
+    meta_key=_namespaced,
 )
 POD_DISRUPTION_BUDGETS = Resource(
     name="poddisruptionbudgets",
@@ -130,6 +159,8 @@ POD_DISRUPTION_BUDGETS = Resource(
     namespaced=True,
     decode=decode.pod_disruption_budget,
     event=_storage_event,
+    key=_pdb_key,
+    meta_key=_namespaced,
 )
 RESOURCES: Mapping[str, Resource] = {
     key: r
@@ -157,7 +188,8 @@ class _State:
     """What survives restarts: the resume point and what the consumer has been told."""
 
     rv: str = ""
-    known: dict[Key, tuple[str, Any]] = field(default_factory=dict)  # key -> (rv, object)
+    # key -> the object last yielded (its `resource_version` says which version that was)
+    known: dict[Key, Any] = field(default_factory=dict)
     progress: bool = False  # the current watch delivered an event or a bookmark
 
 
@@ -175,10 +207,6 @@ class _Cut(Exception):
 
 class _BadEvent(errors.ServerError):
     """A line that is not a watch event: the stream cannot be trusted; relist."""
-
-
-def _key(meta: Mapping[str, Any]) -> Key:
-    return (meta.get("namespace", ""), meta["name"])
 
 
 async def _list(
@@ -204,6 +232,8 @@ async def _list(
         query["resourceVersionMatch"] = "NotOlderThan"
     seen: set[Key] = set()
     known = state.known
+    key_of = res.key
+    meta_key = res.meta_key
     while True:
         try:
             page = await api.request("GET", path, query=query)
@@ -212,25 +242,25 @@ async def _list(
         for raw in page.get("items") or ():
             try:
                 meta = raw["metadata"]
-                key = _key(meta)
+                key = meta_key(meta)
                 rv = meta.get("resourceVersion", "")
             except (KeyError, TypeError, AttributeError) as e:
                 log.warning("watch skipped an item without metadata.name", resource=res.name, error=repr(e))
                 continue
             seen.add(key)
             old = known.get(key)
-            if old is not None and old[0] == rv:
+            if old is not None and old.resource_version == rv:
                 continue
             try:
                 obj = res.decode(raw)
             except decode.DecodeError as e:
                 log.warning("watch skipped undecodable object", resource=res.name, key=key, error=str(e))
                 continue
-            known[key] = (rv, obj)
+            known[key_of(obj)] = obj  # the same key as `key`, but the object's own (shared) tuple
             if old is None:
                 yield res.event(events.Change.ADDED, obj)
-            elif getattr(old[1], "uid", "") != meta.get("uid", getattr(old[1], "uid", "")):
-                yield res.event(events.Change.DELETED, old[1])
+            elif getattr(old, "uid", "") != meta.get("uid", getattr(old, "uid", "")):
+                yield res.event(events.Change.DELETED, old)
                 yield res.event(events.Change.ADDED, obj)
             else:
                 yield res.event(events.Change.MODIFIED, obj)
@@ -240,8 +270,7 @@ async def _list(
             break
         query = {**selectors, "limit": str(page_size), "continue": token}
     for key in [k for k in known if k not in seen]:
-        _, gone = known.pop(key)
-        yield res.event(events.Change.DELETED, gone)
+        yield res.event(events.Change.DELETED, known.pop(key))
     state.rv = list_meta.get("resourceVersion", "") or state.rv
 
 
@@ -250,6 +279,8 @@ async def _events(lines: AsyncIterator[bytes], res: Resource, state: _State) -> 
     known = state.known
     decoder = res.decode
     make = res.event
+    key_of = res.key
+    deleted = events.Change.DELETED
     state.progress = False
     try:
         async for line in lines:
@@ -280,11 +311,10 @@ async def _events(lines: AsyncIterator[bytes], res: Resource, state: _State) -> 
                 log.warning("watch skipped undecodable object", resource=res.name, error=str(e))
                 state.rv = rv
                 continue
-            key = (meta.get("namespace", ""), meta["name"])
-            if change is events.Change.DELETED:
-                known.pop(key, None)
+            if change is deleted:
+                known.pop(key_of(item), None)
             else:
-                known[key] = (rv, item)
+                known[key_of(item)] = item
             state.rv = rv
             state.progress = True
             yield make(change, item)

@@ -379,3 +379,27 @@ async def test_a_silent_watch_is_abandoned_after_the_inactivity_timeout(
     assert rec.count(events.Disconnected) >= 1
     fake.put("nodes", fakeapi.node("b"))
     await rec.until(lambda: ("ADDED", "b") in rec.changes(), what="b")
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"name": "a", "namespace": "ns", "resourceVersion": "7"},
+        {"name": "b", "resourceVersion": "7"},  # no namespace: "default", as decode reads it
+        {"name": "c", "namespace": None, "resourceVersion": "7"},
+    ],
+)
+@pytest.mark.parametrize(
+    "res",
+    list({r.kind: r for r in resources.RESOURCES.values()}.values()),
+    ids=lambda r: r.kind,
+)
+def test_the_relist_key_from_metadata_is_the_decoded_objects_key(
+    res: resources.Resource, metadata: dict[str, Any]
+) -> None:
+    """A relist looks an object up by its metadata before decoding it, a watch event by the
+    decoded object: the two keys must be one, or a relist would diff against nothing."""
+    raw: dict[str, Any] = {"metadata": dict(metadata), "spec": {}, "status": {}}
+    obj = res.decode(raw)
+    assert res.meta_key(raw["metadata"]) == res.key(obj)
+    assert obj.resource_version == "7"

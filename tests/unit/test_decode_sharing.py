@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
 from healer.model import decode
+from healer.model.view import Pod, Volume, VolumeKind
 
 RAW: dict[str, Any] = {
     "metadata": {
@@ -85,3 +87,60 @@ def test_the_shared_table_is_bounded() -> None:
         assert shared.put(("k", i), i) == i
     assert len(shared.items) <= 3
     assert shared.items.get(("k", 9)) == 9  # still shared after starting over
+
+
+def test_a_decoded_pod_is_the_pod_its_fields_make() -> None:
+    """`decode.pod` fills a Pod without its dataclass __init__: every field must be set, and the
+    result must be the frozen Pod that `Pod(...)` builds from the same values."""
+    raw = _twin("i")
+    raw["metadata"]["deletionTimestamp"] = "2026-11-27T04:05:00Z"
+    raw["metadata"]["deletionGracePeriodSeconds"] = 30
+    raw["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    raw["spec"]["containers"] = [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]
+    raw["spec"]["priorityClassName"] = "high"
+    pod = decode.pod(raw)
+    assert type(pod) is Pod
+    fields = {f.name: getattr(pod, f.name) for f in dataclasses.fields(Pod) if f.init}
+    assert pod == Pod(**fields)
+    assert pod.key == Pod(**fields).key == ("payments", "i")
+    assert (pod.gpu_request, pod.ready, pod.priority_class, pod.deletion_grace_seconds) == (
+        2,
+        True,
+        "high",
+        30,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pod.name = "other"  # type: ignore[misc]
+
+
+def test_only_the_volumes_healer_reads_are_kept() -> None:
+    raw = _twin("j")
+    raw["spec"]["volumes"] = [
+        {"name": "token", "projected": {"sources": []}},
+        {"name": "logs", "hostPath": {"path": "/var/log"}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "data-j"}},
+        {"name": "config", "configMap": {"name": "c"}},
+    ]
+    pod = decode.pod(raw)
+    assert pod.volumes == (
+        Volume(name="logs", kind=VolumeKind.HOST_PATH),
+        Volume(name="data", kind=VolumeKind.PVC, claim="data-j"),
+    )
+    assert pod.claims == ("data-j",)
+    other = _twin("k")
+    other["spec"]["volumes"] = [{"name": "logs", "hostPath": {"path": "/var/log"}}]
+    again = _twin("l")
+    again["spec"]["volumes"] = [{"name": "logs", "hostPath": {"path": "/var/log"}}]
+    assert decode.pod(other).volumes is decode.pod(again).volumes  # a DaemonSet's pods share them
+    none = _twin("m")
+    none["spec"]["volumes"] = [{"name": "token", "projected": {}}]
+    assert decode.pod(none).volumes == ()
+
+
+@pytest.mark.parametrize("volumes", [["not a map"], [7], "data"])
+def test_a_volume_that_is_not_a_map_is_a_decode_error(volumes: object) -> None:
+    raw = _twin("n")
+    raw["spec"]["volumes"] = volumes
+    with pytest.raises(decode.DecodeError, match="n"):
+        decode.pod(raw)
