@@ -117,7 +117,8 @@ async def fake_cluster_in_cluster(*, pods: int) -> AsyncIterator[dict[str, str]]
     a pod would have for it: KUBERNETES_SERVICE_HOST/PORT and HEALER_SERVICE_ACCOUNT_DIR (a
     folder with `token` and the CA's `ca.crt`)."""
     from healer.runtime.settings import SERVICE_ACCOUNT_DIR_ENV
-    from tests.api.tls import ScratchCA, in_cluster_env, write_service_account
+    from tests.api.tls import ScratchCA
+    from tests.support.serviceaccount import in_cluster_env, write_service_account
 
     ca = ScratchCA()
     async with _serving(pods=pods, ssl_context=ca.server_context()) as api:

@@ -21,7 +21,8 @@ import pytest
 
 from healer.kube import client
 from tests.api.fakeapi import FakeApi
-from tests.api.tls import ScratchCA, write_service_account
+from tests.api.tls import ScratchCA
+from tests.support.serviceaccount import write_service_account
 
 TOKEN = "s3cret-token"
 

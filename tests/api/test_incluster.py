@@ -26,7 +26,8 @@ from healer.kube import client, errors, incluster
 from healer.runtime.settings import SERVICE_ACCOUNT_DIR_ENV, Settings
 from tests.api import fakeapi
 from tests.api.conftest import TOKEN, write_kubeconfig
-from tests.api.tls import ScratchCA, in_cluster_env, write_service_account
+from tests.api.tls import ScratchCA
+from tests.support.serviceaccount import in_cluster_env, write_service_account
 
 REPO = Path(__file__).resolve().parents[2]
 

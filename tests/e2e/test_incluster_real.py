@@ -14,14 +14,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from healer.kube import client, errors, incluster
-from tests.api.tls import ScratchCA, in_cluster_env, write_service_account
+from tests.api.tls import ScratchCA
 from tests.support.controlplane import ControlPlane
+from tests.support.serviceaccount import pod_env, request_token, write_service_account
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -47,16 +46,7 @@ class Accounts:
     ca: bytes
 
     async def token(self, name: str) -> str:
-        answer = await self.admin.request(
-            "POST",
-            f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{name}/token",
-            body={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 3600},
-            },
-        )
-        return str(answer["status"]["token"])
+        return await request_token(self.admin, namespace=self.namespace, name=name)
 
     def user(self, name: str) -> str:
         return f"system:serviceaccount:{self.namespace}:{name}"
@@ -73,11 +63,6 @@ async def whoami(kube: client.Kube) -> str:
 
 @pytest.fixture
 async def accounts(control_plane: ControlPlane) -> AsyncIterator[Accounts]:
-    server = urlsplit(
-        yaml.safe_load(control_plane.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    )
-    assert server.hostname
-    assert server.port
     suffix = uuid.uuid4().hex[:6]
     namespace = f"incluster-{suffix}"
     role = f"healer-incluster-{suffix}"
@@ -121,8 +106,8 @@ async def accounts(control_plane: ControlPlane) -> AsyncIterator[Accounts]:
             yield Accounts(
                 admin=admin,
                 namespace=namespace,
-                env=in_cluster_env(server.port, host=server.hostname),
-                ca=(control_plane.cp_dir / "pki" / "ca.crt").read_bytes(),
+                env=pod_env(control_plane),
+                ca=control_plane.ca_cert.read_bytes(),
             )
         finally:
             for path in (f"{RBAC}/clusterrolebindings/{role}", f"{RBAC}/clusterroles/{role}"):

@@ -82,6 +82,11 @@ class ControlPlane:
         return self.cp_dir / "kubeconfig"
 
     @property
+    def ca_cert(self) -> Path:
+        """The cluster CA's certificate (it signed the API server's): a pod's `ca.crt`."""
+        return self.cp_dir / "pki" / "ca.crt"
+
+    @property
     def log_dir(self) -> Path:
         return self.cp_dir / "logs"
 
