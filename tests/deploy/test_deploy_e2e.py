@@ -22,14 +22,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from healer.kube.client import connect
+from healer.runtime.settings import SERVICE_ACCOUNT_DIR_ENV
 from tests.deploy import render
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import node_taint_keys, read_node
 from tests.support.oceanid import build_oceanid
+from tests.support.serviceaccount import pod_env, request_token, write_service_account
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -316,17 +318,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _kubeconfig_for(admin_kubeconfig: Path, *, token: str, path: Path) -> Path:
-    config = yaml.safe_load(admin_kubeconfig.read_text())
-    config["users"] = [{"name": "healer", "user": {"token": token}}]
-    config["contexts"] = [
-        {"name": "healer", "context": {"cluster": config["clusters"][0]["name"], "user": "healer"}}
-    ]
-    config["current-context"] = "healer"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def _memory_kib(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     return {k: int(v.split()[0]) for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(.+)$", status, flags=re.M)}
@@ -346,22 +337,18 @@ def _limit_kib(quantity: str) -> int:
 async def test_the_daemon_heals_with_only_its_service_account(
     control_plane: ControlPlane, kube: client.ApiClient, tmp_path: Path
 ) -> None:
-    """`healer run` with the DaemonSet's environment and a token of its ServiceAccount: it gets
-    ready, wins the Lease, and cordons a NotReady node (patch, Event) without one 403."""
+    """`healer run` as the DaemonSet's pod runs it: its environment, in-cluster configuration
+    (KUBERNETES_SERVICE_HOST/PORT at the kube-apiserver, a service-account folder with a bound
+    token of healer's ServiceAccount and the cluster's CA, no --kubeconfig). It gets ready, wins
+    the Lease, and cordons a NotReady node (patch, Event) without one 403."""
     control_plane.reset()
     cluster = await build_oceanid(kube, agents=control_plane)
     warnings = await apply_deploy(kube)
     assert {name: w for name, w in warnings.items() if w} == {}
-    request = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 3600},
-    }
-    token_review, _, _ = await _call(
-        kube, "POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/healer/token", body=request
-    )
-    kubeconfig = _kubeconfig_for(
-        control_plane.kubeconfig, token=token_review["status"]["token"], path=tmp_path / "kubeconfig"
+    async with connect(kubeconfig=control_plane.kubeconfig) as admin:
+        token = await request_token(admin, namespace=NAMESPACE, name="healer")
+    service_account = write_service_account(
+        tmp_path / "serviceaccount", token=token, ca_pem=control_plane.ca_cert.read_bytes()
     )
     (agent,) = [
         m for m in render.render(ROOT / "deploy") if render.key(m)[1:] == ("DaemonSet", NAMESPACE, "healer")
@@ -380,15 +367,17 @@ async def test_the_daemon_heals_with_only_its_service_account(
         "HEALER_HTTP_PORT": str(port),
         "HEALER_RULES_DIR": str(ROOT / "rules"),
         "HEALER_NOTIFY_URLS_FILE": str(tmp_path / "no-such-urls"),
+        # what the kubelet gives every pod, and where its service-account folder is mounted here
+        **pod_env(control_plane),
+        SERVICE_ACCOUNT_DIR_ENV: str(service_account),
     }
+    assert "KUBECONFIG" not in environment
     log_path = tmp_path / "healer.log"
     healer = shutil.which("healer", path=str(Path(sys.executable).parent)) or "healer"
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             healer,
             "run",
-            "--kubeconfig",
-            str(kubeconfig),
             env=environment,
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
