@@ -239,7 +239,10 @@ async def _list(
             page = await api.request("GET", path, query=query)
         except errors.Gone as e:
             raise _Gone(str(e)) from e
-        for raw in page.get("items") or ():
+        items: list[Any] | None = page.get("items") or []
+        list_meta = page.get("metadata") or {}
+        del page
+        for raw in items or ():
             try:
                 meta = raw["metadata"]
                 key = meta_key(meta)
@@ -264,7 +267,9 @@ async def _list(
                 yield res.event(events.Change.ADDED, obj)
             else:
                 yield res.event(events.Change.MODIFIED, obj)
-        list_meta = page.get("metadata") or {}
+        # the page's raw objects go before the next page is read: one page (~12 MB of dicts at
+        # 500 pods) alive, not two, and the RSS keeps what the list's peak took
+        items = raw = None
         token = list_meta.get("continue")
         if not token:
             break
