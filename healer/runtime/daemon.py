@@ -36,7 +36,7 @@ from healer.notify import notifier as notify
 from healer.rules import loading
 from healer.runtime import leader
 from healer.runtime.metrics import Metrics
-from healer.runtime.reconciler import Notifier, Reconciler
+from healer.runtime.reconciler import Notifier, Overlay, Reconciler
 from healer.runtime.reload import RulesHolder
 from healer.runtime.server import HealthServer
 from healer.runtime.settings import Settings
@@ -61,6 +61,12 @@ Lead = Callable[[], Awaitable[None]]
 GpuAgent = Callable[[str], Coroutine[Any, Any, None]]
 
 
+class DryRunWrites(Overlay, Protocol):
+    """`healer.effects.dryrun.NodeWrites` as the daemon uses it."""
+
+    def subscribe(self, callback: Callable[[str], None]) -> None: ...
+
+
 class Elector(Protocol):
     """Campaigns for the Lease; while it holds it, runs `lead()` (cancelled at once on loss).
 
@@ -82,8 +88,14 @@ class Daemon:
         metrics: Metrics,
         elector: Elector | None,
         gpu_agent: GpuAgent | None = None,
+        overlay: DryRunWrites | None = None,
     ) -> None:
-        """`gpu_agent(node)` runs the node's GPU watcher when `settings.gpu` (default: NVML)."""
+        """`gpu_agent(node)` runs the node's GPU watcher when `settings.gpu` (default: NVML).
+
+        `overlay` (dry-run only: `healer.effects.dryrun.NodeWrites`, the one its executor records
+        into) is laid over every view the roles and the GPU agent read; a change re-plans, as
+        the watch event of a real write would.
+        """
         self.settings = settings
         self._api = api
         self._executor = executor
@@ -92,6 +104,9 @@ class Daemon:
         self.metrics = metrics
         self._elector = elector
         self._run_gpu_agent: GpuAgent = gpu_agent or self._gpu_agent
+        self.overlay = overlay
+        if overlay is not None:
+            overlay.subscribe(lambda _node: self.poke())
         self.node_reconciler: Reconciler | None = None
         self.cluster_reconciler: Reconciler | None = None
         self.leading = False
@@ -166,6 +181,7 @@ class Daemon:
             metrics=self.metrics,
             tick_s=self.settings.tick_s,
             debounce_s=self.settings.debounce_s,
+            overlay=self.overlay,
         )
 
     async def _lead(self) -> None:
@@ -201,7 +217,7 @@ class Daemon:
 
         def view() -> ClusterView:
             rec = self.node_reconciler
-            return rec.store.view() if rec is not None else ClusterView(synced=False)
+            return rec.view() if rec is not None else ClusterView(synced=False)
 
         try:
             await agent.run_gpu_agent(
@@ -341,7 +357,7 @@ def lease_elector(
 
 async def run(settings: Settings) -> int:
     """`healer run`: exit 0 after a clean drain, 2 on unusable rules or configuration."""
-    from healer.effects.dryrun import DryRunExecutor
+    from healer.effects.dryrun import DryRunExecutor, NodeWrites
     from healer.effects.live import LiveExecutor
     from healer.kube import client
 
@@ -356,8 +372,12 @@ async def run(settings: Settings) -> int:
         async with client.connect(
             kubeconfig=settings.kubeconfig, service_account_dir=settings.service_account_dir
         ) as api:
+            # dry-run: what would have been written on Nodes is laid over healer's own views
+            writes = NodeWrites() if settings.dry_run else None
             executor: Executor = (
-                DryRunExecutor() if settings.dry_run else LiveExecutor(api, instance=settings.identity)
+                DryRunExecutor(writes=writes)
+                if settings.dry_run
+                else LiveExecutor(api, instance=settings.identity)
             )
             elector = lease_elector(api, settings=settings, metrics=metrics) if settings.elect else None
             daemon = Daemon(
@@ -368,6 +388,7 @@ async def run(settings: Settings) -> int:
                 rules=rules,
                 metrics=metrics,
                 elector=elector,
+                overlay=writes,
             )
             install_signal_handlers(daemon)
             return await daemon.run()

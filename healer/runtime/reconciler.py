@@ -16,6 +16,9 @@ for the other.
   still computed (held actions and alerts are visible) but no action reaches the executor.
 - `stop()` lets the evaluation in flight finish its current action and returns; cancelling
   the task (leadership lost) stops at once.
+- In dry-run an `overlay` (`healer.effects.dryrun.NodeWrites`) lays the Node writes healer
+  would have made over the store's view, for planning, notifying and the GPU agent alike;
+  a deleted Node's are forgotten. Live there is none, and `view()` is the store's view.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Protocol, Self
 import structlog
 
 from healer.model.actions import Action, Notify, Outcome, OutcomeStatus, Plan
-from healer.model.events import Disconnected, Event, Listed
+from healer.model.events import Change, Disconnected, Event, Listed, NodeEvent
 from healer.model.ports import Executor
 from healer.model.view import ClusterView
 from healer.runtime.metrics import Metrics
@@ -46,6 +49,14 @@ class Notifier(Protocol):
     ) -> None: ...
 
     async def tick(self, *, view: ClusterView, now: datetime) -> None: ...
+
+
+class Overlay(Protocol):
+    """`healer.effects.dryrun.NodeWrites`: what dry-run would have written, laid over a view."""
+
+    def apply(self, view: ClusterView, *, caller: str = "") -> ClusterView: ...
+
+    def forget(self, node: str, *, uid: str = "") -> None: ...
 
 
 class EngineState(Protocol):
@@ -84,6 +95,7 @@ class Reconciler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         debounce_s: float = 0.2,
         tick_s: float = 5.0,
+        overlay: Overlay | None = None,
     ) -> None:
         self.scope = scope
         self.node = node
@@ -104,6 +116,14 @@ class Reconciler:
         self._held_guards: set[str] = set()
         self.last_plan: Plan = Plan()
         self._plan_all = True
+        self._overlay = overlay
+
+    def view(self) -> ClusterView:
+        """The view to plan from: the store's, with dry-run's Node writes on it when there are any."""
+        view = self.store.view()
+        if self._overlay is None:
+            return view
+        return self._overlay.apply(view, caller=self.scope)
 
     def poke(self) -> None:
         """Re-plan everything soon (e.g. the rules changed)."""
@@ -134,9 +154,20 @@ class Reconciler:
                 )
             elif isinstance(event, Listed):
                 log.info("listed", scope=self.scope, resource=event.resource)
+            if self._overlay is not None:
+                self._forget_deleted(event)
             if self.store.apply(event):
                 self._metrics.synced.labels(scope=self.scope).set(1 if self.store.synced else 0)
                 self._dirty.set()
+
+    def _forget_deleted(self, event: Event) -> None:
+        """A deleted Node takes dry-run's writes on it along. A node role hears of deletion only
+        for its own Node: the other GPU nodes' watch also says DELETED when a label goes."""
+        assert self._overlay is not None
+        if not isinstance(event, NodeEvent) or event.change is not Change.DELETED:
+            return
+        if self.scope != "node" or event.node.name == self.node:
+            self._overlay.forget(event.node.name, uid=event.node.uid)
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -157,7 +188,7 @@ class Reconciler:
 
     async def evaluate(self, *, tick: bool = False) -> Plan:
         """Plan once against the current view and carry the plan out."""
-        view = self.store.view()
+        view = self.view()
         touched = self.store.take_touched()  # with the snapshot: no await in between
         if tick or self._plan_all:
             touched = None

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from healer.effects.dryrun import DryRunExecutor, NodeWrites
 from healer.effects.live import LiveExecutor
 from healer.kube import client
 from healer.model import names
+from healer.model.actions import Cordon
+from healer.model.view import ObjectRef
 from healer.notify.notifier import NullNotifier
 from healer.runtime import daemon as daemon_mod
 from healer.runtime import leader
@@ -278,3 +282,70 @@ async def test_rules_reload_while_running_keeps_the_last_good_rules(
         assert d.rules.current is not good
         rule = next(r for r in d.rules.current.rules if r.name == "node-not-ready")
         assert rule.match.for_.total_seconds() == 45
+
+
+async def test_healer_run_lays_node_writes_over_its_views_in_dry_run_only(
+    kubeconfig: Path, monkeypatch: Any
+) -> None:
+    """`run` gives the dry-run executor and the daemon one `NodeWrites`; live gets none at all."""
+    built: dict[bool, dict[str, Any]] = {}
+
+    class Captured:
+        def __init__(self, **kw: Any) -> None:
+            built[kw["settings"].dry_run] = kw
+
+        async def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(daemon_mod, "Daemon", Captured)
+    monkeypatch.setattr(daemon_mod, "install_signal_handlers", lambda _d: None)
+    monkeypatch.setenv("HEALER_NOTIFY_URLS", "")
+    monkeypatch.setenv("HEALER_NOTIFY_URLS_FILE", str(kubeconfig.parent / "none"))
+    for dry_run in (False, True):
+        settings = Settings(
+            node="calypso", rules_dir=RULES, kubeconfig=kubeconfig, dry_run=dry_run, elect=False
+        )
+        assert await daemon_mod.run(settings) == 0
+    assert built[False]["overlay"] is None
+    assert isinstance(built[False]["executor"], LiveExecutor)
+    writes = built[True]["overlay"]
+    assert isinstance(writes, NodeWrites)
+    executor = built[True]["executor"]
+    assert isinstance(executor, DryRunExecutor)
+    assert executor._writes is writes
+
+
+async def test_daemon_roles_plan_from_the_overlay_and_live_from_the_store(
+    fake: FakeApi, kube: client.Kube
+) -> None:
+    fake.put("nodes", node("calypso"))
+    live = _daemon(kube, node_name="calypso", elector=None)
+    assert live.overlay is None
+    async with running(live):
+        rec = await _until(lambda: live.node_reconciler)
+        await _until(lambda: rec.store.synced)
+        assert rec.view() is rec.store.view()
+
+    writes = NodeWrites()
+    settings = dataclasses.replace(live.settings, dry_run=True)
+    metrics = Metrics()
+    dry = daemon_mod.Daemon(
+        settings=settings,
+        api=kube,
+        executor=DryRunExecutor(writes=writes),
+        notifier=NullNotifier(),
+        rules=daemon_mod.load_rules_holder(settings, metrics),
+        metrics=metrics,
+        elector=None,
+        overlay=writes,
+    )
+    async with running(dry):
+        rec = await _until(lambda: dry.node_reconciler)
+        await _until(lambda: rec.store.synced)
+        evaluations = rec.evaluations
+        cordon = Cordon(target=ObjectRef(kind="Node", name="calypso"), rule="r", reason="x")
+        await DryRunExecutor(writes=writes).execute(cordon)
+        await _until(lambda: rec.evaluations > evaluations)
+        assert rec.view().nodes["calypso"].cordoned_by_healer
+        assert not rec.store.view().nodes["calypso"].unschedulable
+    assert [r for r in fake.requests if r.method != "GET"] == []

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from healer.effects.dryrun import DryRunExecutor, NodeWrites
 from healer.effects.recording import RecordingExecutor
 from healer.model.actions import Cordon, Notify, Outcome, Plan
 from healer.model.events import Change, Event, Listed, NodeEvent
@@ -228,3 +229,81 @@ async def test_after_a_failed_plan_the_next_plans_everything() -> None:
     await rec.evaluate()
     assert planner.touched == [None, frozenset({"a"}), None, frozenset({"b"})]
     assert ("cordon", "a") in ex.verbs()
+
+
+def _dry_run_reconciler(
+    *, planner: Planner, notifier: Notifier, scope: str = "cluster", node: str | None = None
+) -> tuple[Reconciler, NodeWrites]:
+    writes = NodeWrites()
+    rec = Reconciler(
+        scope=scope,
+        node=node,
+        store=Store(resources=["nodes"]),
+        rules=lambda: None,
+        planner=planner,
+        state=State(),
+        executor=DryRunExecutor(writes=writes),
+        notifier=notifier,
+        metrics=Metrics(),
+        debounce_s=0.05,
+        tick_s=60.0,
+        overlay=writes,
+    )
+    writes.subscribe(lambda _node: rec.poke())  # as the daemon wires it
+    return rec, writes
+
+
+def test_live_plans_from_the_stores_own_view() -> None:
+    rec = _reconciler(executor=RecordingExecutor(), planner=Planner(), notifier=Notifier())
+    rec.store.apply(NodeEvent(change=Change.ADDED, node=_node("styx", ConditionStatus.UNKNOWN)))
+    assert rec.view() is rec.store.view()
+
+
+async def test_dry_run_plans_from_what_it_would_have_written() -> None:
+    """The dry-run cordon is laid over the view: planned once, not again after the Node changes."""
+    planner, notifier = Planner(), Notifier()
+    rec, writes = _dry_run_reconciler(planner=planner, notifier=notifier)
+    down = Node(name="styx", uid="u1", conditions=(Cond(type="Ready", status=ConditionStatus.UNKNOWN),))
+    changed = Node(name="styx", uid="u1", resource_version="2", conditions=down.conditions)
+    events: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def source() -> AsyncIterator[Event]:
+        while True:
+            yield await events.get()
+
+    task = asyncio.create_task(rec.run([source()]))
+    try:
+        for e in (NodeEvent(change=Change.ADDED, node=down), Listed(resource="nodes")):
+            events.put_nowait(e)
+        await _until(lambda: "styx" in writes)
+        cordons = [p for p, _ in notifier.observed if any(isinstance(a, Cordon) for a in p.actions)]
+        assert len(cordons) == 1
+        assert rec.view().nodes["styx"].unschedulable
+        assert not rec.store.view().nodes["styx"].unschedulable  # nothing was written
+        calls = planner.calls
+        await _until(lambda: planner.calls > calls)  # the write asked for a plan, as its watch event would
+        events.put_nowait(NodeEvent(change=Change.MODIFIED, node=changed))
+        await _until(lambda: rec.store.view().nodes["styx"].resource_version == "2")
+        rec.poke()
+        calls = planner.calls
+        await _until(lambda: planner.calls > calls)
+        assert rec.view().nodes["styx"].unschedulable
+        assert len([p for p, _ in notifier.observed if any(isinstance(a, Cordon) for a in p.actions)]) == 1
+        events.put_nowait(NodeEvent(change=Change.DELETED, node=changed))
+        await _until(lambda: "styx" not in writes)
+    finally:
+        rec.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_node_role_forgets_only_its_own_nodes_deletion() -> None:
+    """The other GPU nodes' watch says DELETED when a label goes: that Node still exists."""
+    rec, writes = _dry_run_reconciler(planner=Planner(), notifier=Notifier(), scope="node", node="calypso")
+    for name in ("calypso", "tethys"):
+        writes.record(Cordon(target=_ref(name), rule="r", reason="x"), now=datetime.now(UTC))
+    rec._forget_deleted(NodeEvent(change=Change.DELETED, node=Node(name="tethys")))
+    rec._forget_deleted(NodeEvent(change=Change.MODIFIED, node=Node(name="calypso")))
+    assert "tethys" in writes
+    assert "calypso" in writes
+    rec._forget_deleted(NodeEvent(change=Change.DELETED, node=Node(name="calypso")))
+    assert "calypso" not in writes
