@@ -7,7 +7,8 @@ to whatever API the kubeconfig names: the real control plane in e2e,
 `tests/api/fakeapi.FakeApi` otherwise. The agent reads the node role's view (its node's
 GPUHealthy condition, allocatable GPUs, the device plugin pod) as the runtime wires it.
 `TimedExecutor` stamps every outcome with a monotonic time so the bench can measure
-XID -> quarantine.
+XID -> quarantine. `dry_run=True` wires it as `healer run --dry-run` does: the dry-run
+executor, its Node writes laid over the node role's view (`healer.effects.dryrun.NodeWrites`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from healer.effects.dryrun import DryRunExecutor, NodeWrites
 from healer.effects.live import LiveExecutor
 from healer.gpu.agent import GpuAgent
 from healer.gpu.fake import FakeNvml
@@ -93,10 +95,12 @@ class GpuNode:
     nvml: FakeNvml
     executor: TimedExecutor
     api: Any
+    writes: NodeWrites | None = None  # dry-run only
 
     def view(self) -> ClusterView:
+        """What the node role plans from (with dry-run's Node writes), as the daemon gives the agent."""
         rec = self.daemon.node_reconciler
-        return rec.store.view() if rec is not None else ClusterView()
+        return rec.view() if rec is not None else ClusterView()
 
 
 def gpu_node_obj(name: str, *, gpus: int = 1, allocatable: int | None = None) -> dict[str, Any]:
@@ -129,10 +133,16 @@ async def gpu_node(
     wait_timeout_ms: int = 100,
     debounce_s: float = 0.02,
     tick_s: float = 0.5,
+    dry_run: bool = False,
+    notifier: Any = None,
 ) -> AsyncIterator[GpuNode]:
     """Run the node role and the GPU agent for `node` until the block ends (then drain both)."""
     async with client.connect(kubeconfig=kubeconfig) as api:
-        executor = TimedExecutor(LiveExecutor(api, instance=f"healer-{node}"))
+        writes = NodeWrites() if dry_run else None
+        inner: Any = (
+            DryRunExecutor(writes=writes) if dry_run else LiveExecutor(api, instance=f"healer-{node}")
+        )
+        executor = TimedExecutor(inner)
         metrics = Metrics()
         settings = Settings(
             node=node,
@@ -144,23 +154,25 @@ async def gpu_node(
             identity=f"healer-{node}",
             debounce_s=debounce_s,
             tick_s=tick_s,
+            dry_run=dry_run,
         )
         rules = load_rules_holder(settings, metrics)
         daemon = Daemon(
             settings=settings,
             api=api,
             executor=executor,
-            notifier=QuietNotifier(),
+            notifier=notifier if notifier is not None else QuietNotifier(),
             rules=rules,
             metrics=metrics,
             elector=None,
             gpu_agent=lambda _node: run_agent(),
+            overlay=writes,
         )
         source = NvmlSource.open(
             node=node, nvml=nvml, poll_interval=poll_interval, wait_timeout_ms=wait_timeout_ms, clock=clock
         )
         assert source is not None
-        harness = GpuNode(daemon=daemon, agent=None, nvml=nvml, executor=executor, api=api)  # type: ignore[arg-type]
+        harness = GpuNode(daemon=daemon, agent=None, nvml=nvml, executor=executor, api=api, writes=writes)  # type: ignore[arg-type]
         agent = GpuAgent(
             node_name=node,
             policy=lambda: rules.current.gpu,
