@@ -61,12 +61,18 @@ async def test_dry_run_writes_nothing(
                 timeout_s=T.node_grace_s + RELEASE_FOR_S + SLACK_S,
                 what="dry-run healers deciding to cordon and force-delete",
             )
+            # the leader plans from its would-be cordon (dry-run's Node writes), as it would from a
+            # written one: styx is cordoned once, not again every tick until the release is due
+            cordons = sum(
+                h.metric("healer_actions_total", verb="cordon", outcome="skipped") for h in healers.all
+            )
             after_node = await read_node(kube, name=styx)
             after_pods = await _all_pods(kube)
             events = await healer_events(kube)
         finally:
             control_plane.start_kubelet(node=styx)
 
+    assert cordons == 1
     assert not after_node.spec.unschedulable
     assert before_node.spec.unschedulable == after_node.spec.unschedulable
     marks = {k for k in (after_node.metadata.annotations or {}) if k.startswith("healer.io/")}

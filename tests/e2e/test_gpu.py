@@ -236,3 +236,82 @@ async def test_fatal_ecc_evicts_gpu_pods_when_another_gpu_node_can_run_them(
         nvml.reset_gpu(0)  # volatile ECC counters restart: the reset is seen
         await wait_until(lambda: _status_is(kube, "True"), timeout_s=WITHIN_S, what="GPUHealthy back to True")
         await wait_until(lambda: _released(kube), timeout_s=WITHIN_S, what="calypso released")
+
+
+async def test_dry_run_shows_the_gpu_chain_on_a_real_node_and_writes_nothing(
+    control_plane: Any, kube: client.ApiClient, oceanid_with_gpu_pods: None, tmp_path: Path
+) -> None:
+    """`--dry-run` wiring: the agent's GPUHealthy=False is never written, yet the node role shows
+    would taint, cordon and evict triton (calypso-2 can run it), each once, also after the watch
+    delivers a changed calypso; recovery shows would untaint and uncordon. Nothing is written."""
+    await _add_gpu_node(kube, control_plane, "calypso-2")
+    triton_before = {p.metadata.uid for p in await list_pods(kube, namespace="apps", labels=TRITON)}
+    nvml = FakeNvml([FakeGpu(uuid="GPU-5c9e-4090")])
+
+    def did(h: Any, verb: str, prefix: str = CALYPSO) -> list[str]:
+        return [
+            s.action.target.key
+            for s in h.executor.done
+            if s.action.verb == verb and s.action.target.key.startswith(prefix)
+        ]
+
+    def gpu_seen(h: Any) -> str | None:
+        node = h.view().nodes.get(CALYPSO)
+        cond = node.condition(names.GPU_CONDITION) if node is not None else None
+        return cond.status.value if cond is not None else None
+
+    async with gpu_node(
+        kubeconfig=control_plane.kubeconfig,
+        node=CALYPSO,
+        rules_dir=fast_rules(tmp_path / "rules"),
+        nvml=nvml,
+        poll_interval=0.5,
+        dry_run=True,
+    ) as h:
+        await wait_until(
+            lambda: _async(gpu_seen(h) == "True"), timeout_s=WITHIN_S, what="GPUHealthy=True (dry)"
+        )
+        rv_before = h.view().nodes[CALYPSO].resource_version
+        nvml.inject_xid(0, 79)
+        nvml.lose_gpu(0)
+        await wait_until(
+            lambda: _async(bool(did(h, "evict", "apps/triton-"))),
+            timeout_s=WITHIN_S,
+            what="would evict triton",
+        )
+        assert (len(did(h, "taint")), len(did(h, "cordon"))) == (1, 1)
+        assert gpu_seen(h) == "False"
+        # the real Node changes under it (an operator labels it); what dry-run would have written stays
+        await client.CoreV1Api(kube).patch_node(CALYPSO, {"metadata": {"labels": {"team": "ml"}}})
+        await wait_until(
+            lambda: _async(h.view().nodes[CALYPSO].resource_version != rv_before),
+            timeout_s=WITHIN_S,
+            what="the Node update from the watch",
+        )
+        seen = h.view().nodes[CALYPSO]
+        assert seen.labels.get("team") == "ml"
+        assert gpu_seen(h) == "False"
+        assert seen.has_taint(names.GPU_UNHEALTHY_TAINT)
+        assert seen.cordoned_by_healer
+        assert (len(did(h, "taint")), len(did(h, "cordon"))) == (1, 1)
+
+        nvml.reset_gpu(0)
+        await wait_until(
+            lambda: _async(bool(did(h, "untaint")) and bool(did(h, "uncordon"))),
+            timeout_s=WITHIN_S,
+            what="would untaint and uncordon",
+        )
+        assert all(s.outcome.status.value == "skipped" for s in h.executor.done)
+
+    node = await read_node(kube, name=CALYPSO)
+    assert await _gpu_healthy(kube) is None
+    assert names.GPU_UNHEALTHY_TAINT not in node_taint_keys(node)
+    assert not node.spec.unschedulable
+    assert names.CORDONED_BY not in (node.metadata.annotations or {})
+    pods = await list_pods(kube, namespace="apps", labels=TRITON)
+    assert {p.metadata.uid for p in pods} == triton_before
+    assert all(is_running(p) for p in pods)
+
+
+async def _async(value: Any) -> Any:
+    return value
