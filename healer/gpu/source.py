@@ -254,7 +254,8 @@ class NvmlSource:
             item: object = _POLL_NOW
             if timeout > 0:
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                    async with asyncio.timeout(timeout):
+                        item = await self._queue.get()
                 except TimeoutError:
                     item = _POLL_NOW
             batch = [item]

@@ -190,7 +190,8 @@ class _Lane:
         more: list[Message] = []
         while (left := until - loop.time()) > 0:
             try:
-                more.append(await asyncio.wait_for(self.queue.get(), timeout=left))
+                async with asyncio.timeout(left):
+                    more.append(await self.queue.get())
             except TimeoutError:
                 break
         while not self.queue.empty():
@@ -284,7 +285,8 @@ class Dispatcher:
         if not lanes:
             return
         try:
-            await asyncio.wait_for(asyncio.gather(*(lane.queue.join() for lane in lanes)), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(lane.queue.join() for lane in lanes))
         except TimeoutError:
             left = sum(lane.queue.qsize() for lane in lanes)
             self.metrics.count("dropped", left)

@@ -304,10 +304,9 @@ class Daemon:
     async def _drain_election(self, election: asyncio.Task[None]) -> None:
         """Let a leading cluster role finish its action, then cancel the elector (it releases)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._not_leading.wait(), DRAIN_TIMEOUT_S)
-        election.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await election
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await self._not_leading.wait()
+        await leader.cancel_and_wait(election)
 
 
 async def _renamed(events: AsyncIterator[Event], *, resource: str) -> AsyncIterator[Event]:

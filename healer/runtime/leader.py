@@ -169,7 +169,7 @@ class LeaseElector:
                 finally:
                     self._set(False)  # first: nobody may act on a Lease we no longer hold
                     if task is not None:
-                        await _cancel(task)
+                        await cancel_and_wait(task)
                 bound.warning("leadership lost", reason=why)
         finally:
             if self.is_leader.is_set():
@@ -334,7 +334,7 @@ class LeaseElector:
         self._observed.held_by_us = False
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
     """Cancel `task` and wait for it, without swallowing a cancellation aimed at us."""
     task.cancel()
     try:

@@ -191,6 +191,22 @@ async def test_cancel_stops_at_once() -> None:
     assert ex.actions == []
 
 
+async def test_a_cancel_that_meets_a_wakeup_is_not_swallowed() -> None:
+    """Losing the Lease cancels the cluster role; an event that wakes the loop in the same
+    instant must not eat that cancel (Python 3.11's `asyncio.wait_for` returns the inner
+    result instead of raising when both happen together: the role would act on, a second
+    writer beside the new leader)."""
+    ex, planner, notifier = RecordingExecutor(), Planner(), Notifier()
+    rec = _reconciler(executor=ex, planner=planner, notifier=notifier)
+    task = asyncio.create_task(rec.run([_events(Listed(resource="nodes"))]))
+    await _until(lambda: planner.calls >= 1)  # idle in the loop, waiting for work or the tick
+    rec.poke()  # the wakeup ...
+    task.cancel()  # ... and the cancel, in one step of the event loop
+    async with asyncio.timeout(2):
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+
+
 async def test_the_planner_is_told_the_touched_nodes_and_ticks_relists_and_pokes_plan_all() -> None:
     ex, planner, notifier = RecordingExecutor(), Planner(), Notifier()
     rec = _reconciler(executor=ex, planner=planner, notifier=notifier)
