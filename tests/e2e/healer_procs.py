@@ -112,12 +112,10 @@ class Healer:
         return lines
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample from /metrics (0 when absent or unreachable)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return 0.0
+        """One sample from /metrics (0 when absent). A healer that does not answer raises: a
+        stopped one has no metrics, and reading it as 0 would make `== 0` assertions vacuous."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+            text = r.read().decode()
         want = name + (
             "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
         )
