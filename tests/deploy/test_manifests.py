@@ -260,7 +260,7 @@ def test_http_port_probes_and_scrape_annotations_agree() -> None:
 def test_resources_as_stated() -> None:
     for ds in daemonsets():
         assert container(ds)["resources"] == {
-            "requests": {"cpu": "10m", "memory": "128Mi"},
+            "requests": {"cpu": "10m", "memory": "80Mi"},
             "limits": {"memory": "256Mi"},
         }
 
