@@ -260,9 +260,10 @@ async def _list(
                 log.warning("watch skipped undecodable object", resource=res.name, key=key, error=str(e))
                 continue
             known[key_of(obj)] = obj  # the same key as `key`, but the object's own (shared) tuple
+            old_uid = getattr(old, "uid", None)  # None: a kind whose view keeps no uid
             if old is None:
                 yield res.event(events.Change.ADDED, obj)
-            elif getattr(old, "uid", "") != meta.get("uid", getattr(old, "uid", "")):
+            elif old_uid is not None and old_uid != meta.get("uid", old_uid):
                 yield res.event(events.Change.DELETED, old)
                 yield res.event(events.Change.ADDED, obj)
             else:

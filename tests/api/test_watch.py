@@ -165,6 +165,34 @@ async def test_410_relists_and_vanished_objects_are_deleted(
     await rec.until(lambda: ("ADDED", "e") in rec.changes(), what="e")
 
 
+async def test_a_relist_reports_a_changed_claim_as_modified_not_recreated(
+    fake: fakeapi.FakeApi, start: Callable[..., Recorder]
+) -> None:
+    """Claims, volumes and budgets keep no uid in the view; a relist must still tell a change
+    (MODIFIED) from a re-creation, and report no DELETED for an object that stayed."""
+
+    def claim(name: str, phase: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "namespace": "db"},
+            "spec": {"volumeName": f"pv-{name}", "storageClassName": "local-path"},
+            "status": {"phase": phase},
+        }
+
+    fake.put("persistentvolumeclaims", claim("data", "Pending"))
+    fake.put("persistentvolumeclaims", claim("logs", "Bound"))
+    rec = start(kind="PersistentVolumeClaim")
+    await rec.until(listed(rec), what="Listed")
+    store = fake.store("persistentvolumeclaims")
+    changed = store.objects[("db", "data")]
+    fake.rv += 1
+    changed["status"]["phase"] = "Bound"
+    changed["metadata"]["resourceVersion"] = str(fake.rv)
+    fake.compact()
+    fake.cut_watches()
+    await rec.until(listed(rec, 2), what="relist")
+    assert rec.changes()[2:] == [("MODIFIED", "db/data")]
+
+
 async def test_bookmarks_advance_the_resume_point(
     fake: fakeapi.FakeApi, start: Callable[..., Recorder]
 ) -> None:
