@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, ValuesView
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from healer.model.events import (
     Change,
@@ -57,19 +57,29 @@ _TABLES = {
 }
 
 
-_SHARDS = 256
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Shard counts: a view copies each shard one of whose entries changed, and every copy made
+# since the last young-generation GC is traversed by that GC (its entries point all over a
+# leader's 200 MB heap: a cache miss each). At 150,000 pods, 256 pod shards (~600 pods each)
+# made every young collection a 25-40 ms pause inside a decision and the leader's p99 at 1,000
+# events/s 40-90 ms; 2,048 (~73 pods) keep them under ~18 ms (bench/engine_scale.py).
+_SHARDS = 2048
+_NODE_SHARDS = 256  # pods_by_node: a view re-copied all 5,000 node entries, ~3 ms, every time
 
 
-class ShardedPods(Mapping[PodKey, Pod]):
-    """A read-only mapping over the store's frozen pod shards (a pod's shard: its key's hash)."""
+class Sharded(Mapping[K, V]):
+    """A read-only mapping over frozen shards (an entry's shard: its key's hash). Iteration
+    goes shard by shard: no caller may depend on its order (the engine sorts what it emits)."""
 
     __slots__ = ("_shards", "_size")
 
-    def __init__(self, shards: tuple[Mapping[PodKey, Pod], ...], *, size: int) -> None:
+    def __init__(self, shards: tuple[Mapping[K, V], ...], *, size: int) -> None:
         self._shards = shards
         self._size = size
 
-    def __getitem__(self, key: PodKey) -> Pod:
+    def __getitem__(self, key: K) -> V:
         return self._shards[hash(key) % len(self._shards)][key]
 
     def __contains__(self, key: object) -> bool:
@@ -78,26 +88,36 @@ class ShardedPods(Mapping[PodKey, Pod]):
         except TypeError:  # unhashable: in no shard
             return False
 
-    def __iter__(self) -> Iterator[PodKey]:
+    def __iter__(self) -> Iterator[K]:
         return itertools.chain.from_iterable(self._shards)
 
     def __len__(self) -> int:
         return self._size
 
-    def values(self) -> ValuesView[Pod]:
+    def values(self) -> ValuesView[V]:
         return _ShardValues(self)
 
-    def shard_values(self) -> Iterator[Pod]:
+    def shard_values(self) -> Iterator[V]:
         return itertools.chain.from_iterable(s.values() for s in self._shards)
 
 
-class _ShardValues(ValuesView[Pod]):
+class _ShardValues(ValuesView[V]):
     """`values()` straight from the shards (a full plan walks all 150,000 pods through it)."""
 
-    _mapping: ShardedPods
+    _mapping: Sharded[Any, V]
 
-    def __iter__(self) -> Iterator[Pod]:
+    def __iter__(self) -> Iterator[V]:
         return self._mapping.shard_values()
+
+
+def _freeze_shards(
+    shards: list[dict[K, V]], frozen: list[Mapping[K, V] | None], stale: set[int]
+) -> tuple[Mapping[K, V], ...]:
+    """Re-freeze the `stale` shards; every shard, frozen as of now."""
+    for i in stale:
+        frozen[i] = MappingProxyType(dict(shards[i]))
+    stale.clear()
+    return tuple(cast(list[Mapping[K, V]], frozen))  # none is None any more
 
 
 def table_of(resource: str) -> str:
@@ -117,7 +137,7 @@ class Store:
         self._disconnected: set[str] = set()
         self.nodes: dict[str, Node] = {}
         # the pods, split by key hash into shards each frozen for the last view and dropped when
-        # one of its pods changes: a view copies the changed shards (~600 pods each at 150,000
+        # one of its pods changes: a view copies the changed shards (~73 pods each at 150,000
         # pods), not every pod (that copy was most of a leader's per-event decision)
         self._pod_count = 0
         self._pod_shards: list[dict[PodKey, Pod]] = [{} for _ in range(_SHARDS)]
@@ -125,10 +145,15 @@ class Store:
         self.pvs: dict[str, PersistentVolume] = {}
         self.pvcs: dict[PodKey, PersistentVolumeClaim] = {}
         self.pdbs: dict[PodKey, PodDisruptionBudget] = {}
+        self._stale_pod_shards: set[int] = set(range(_SHARDS))
         self._by_node: dict[str, dict[PodKey, Pod]] = {}
-        # each node's pods as frozen for the last view; dropped when that node's pods change, so
-        # a view copies only the nodes that changed (at 5,000 nodes the copies were most of it)
-        self._node_views: dict[str, Mapping[PodKey, Pod]] = {}
+        # each node's pods as frozen for the last view, in shards by node name; a node whose pods
+        # change is re-frozen at the next view, and only its shard copied (at 5,000 nodes the
+        # copies were most of a view)
+        self._stale_nodes: set[str] = set()
+        self._node_shards: list[dict[str, Mapping[PodKey, Pod]]] = [{} for _ in range(_NODE_SHARDS)]
+        self._frozen_node_shards: list[Mapping[str, Mapping[PodKey, Pod]] | None] = [None] * _NODE_SHARDS
+        self._stale_node_shards: set[int] = set(range(_NODE_SHARDS))
         self._view: ClusterView | None = None
         # frozen copies of the small tables for the last view, dropped when that table changes:
         # a pod event re-copies the pods, not the 5,000 nodes and the PVs and PVCs again
@@ -210,7 +235,7 @@ class Store:
         if touched is not None:
             touched.add(node)
         by_node = self._by_node
-        node_views = self._node_views
+        stale_nodes = self._stale_nodes
         if old is not None:
             if old.key is not key:
                 # the tables keep the key they were first given (old.key): the new pod takes that
@@ -221,13 +246,13 @@ class Store:
             if touched is not None:
                 touched.add(old_node)
             if old_node:
-                node_views.pop(old_node, None)
+                stale_nodes.add(old_node)
                 on_node = by_node.get(old_node)
                 if on_node is not None:
                     on_node.pop(key, None)
                     if not on_node:
                         del by_node[old_node]
-        self._frozen_shards[index] = None
+        self._stale_pod_shards.add(index)
         if deleted:
             if shard.pop(key, None) is not None:
                 self._pod_count -= 1
@@ -236,18 +261,25 @@ class Store:
         if old is None:
             self._pod_count += 1
         if node:
-            node_views.pop(node, None)
+            stale_nodes.add(node)
             on_node = by_node.get(node)
             if on_node is None:
                 on_node = by_node[node] = {}
             on_node[key] = pod
 
     def _pods_by_node(self) -> Mapping[str, Mapping[PodKey, Pod]]:
-        frozen = self._node_views
-        for node, pods in self._by_node.items():
-            if node not in frozen:
-                frozen[node] = MappingProxyType(dict(pods))
-        return MappingProxyType({node: frozen[node] for node in self._by_node})
+        shards, stale_shards = self._node_shards, self._stale_node_shards
+        for node in self._stale_nodes:
+            index = hash(node) % _NODE_SHARDS
+            pods = self._by_node.get(node)
+            if pods:
+                shards[index][node] = MappingProxyType(dict(pods))
+            else:
+                shards[index].pop(node, None)
+            stale_shards.add(index)
+        self._stale_nodes.clear()
+        frozen = _freeze_shards(shards, self._frozen_node_shards, stale_shards)
+        return Sharded(frozen, size=len(self._by_node))
 
     def _frozen_table(self, name: str) -> Mapping[Any, Any]:
         frozen = self._frozen.get(name)
@@ -256,11 +288,8 @@ class Store:
         return frozen
 
     def _frozen_pods(self) -> Mapping[PodKey, Pod]:
-        frozen = self._frozen_shards
-        for i, shard in enumerate(self._pod_shards):
-            if frozen[i] is None:
-                frozen[i] = MappingProxyType(dict(shard))
-        return ShardedPods(tuple(s for s in frozen if s is not None), size=self._pod_count)
+        frozen = _freeze_shards(self._pod_shards, self._frozen_shards, self._stale_pod_shards)
+        return Sharded(frozen, size=self._pod_count)
 
     def view(self) -> ClusterView:
         """An immutable snapshot; the same object until the next change."""
