@@ -51,7 +51,7 @@ class Bench:
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "watch_decode",
-        args=("--repeats", "3"),
+        args=("--repeats", "7"),
         quick=("--events", "3000", "--upstream-events", "200", "--repeats", "3"),
         timeout_s=180,
     ),
