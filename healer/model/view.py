@@ -112,10 +112,10 @@ class Owner:
 
 
 class VolumeKind(StrEnum):
+    """The volumes healer keeps (`decode` drops token, configMap, emptyDir and the rest)."""
+
     PVC = "pvc"
     HOST_PATH = "hostPath"
-    EMPTY_DIR = "emptyDir"
-    OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

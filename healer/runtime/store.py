@@ -167,7 +167,7 @@ class Store:
 
     def apply(self, event: Event) -> bool:
         """Apply one event; True when the view (including `synced`) changed."""
-        if type(event) is PodEvent:  # most events (the `match` below would do the same, slower)
+        if type(event) is PodEvent:  # most events, so ahead of the `match` (slower) for the rest
             self._put_pod(event.pod, deleted=event.change is Change.DELETED)
             self._view = None
             return True
@@ -180,8 +180,6 @@ class Store:
                 else:
                     self._not_ready.add(node.name)
                 self._touch(node.name)
-            case PodEvent(change=change, pod=pod):
-                self._put_pod(pod, deleted=change is Change.DELETED)
             case StorageEvent(change=change, obj=obj):
                 self._touched = None
                 deleted = change is Change.DELETED
