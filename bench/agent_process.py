@@ -76,16 +76,12 @@ async def _serving(*, pods: int, ssl_context: ssl.SSLContext | None = None) -> A
     """FakeApi with node `NODE` (Ready) and `pods` realistic pods on it."""
     from tests.api.fakeapi import FakeApi
 
-    api = FakeApi(ssl_context=ssl_context)
-    await api.start()
-    try:
+    async with FakeApi(ssl_context=ssl_context) as api:
         api.put("nodes", synth.node(1))
         rng = random.Random(1)
         for i in range(pods):
             api.put("pods", synth.pod(i, node_name=NODE, rng=rng))
         yield api
-    finally:
-        await api.stop()
 
 
 @contextlib.asynccontextmanager

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
@@ -255,6 +255,14 @@ class FakeApi:
     def url(self) -> str:
         scheme = "https" if self.ssl_context is not None else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        """`async with FakeApi(...) as api:` serves until the block ends (`start`, then `stop`)."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def start(self) -> None:
         app = web.Application()

@@ -42,12 +42,8 @@ def write_kubeconfig(path: Path, *, server: str, token: str = TOKEN) -> Path:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeApi]:
-    api = FakeApi(token=TOKEN)
-    await api.start()
-    try:
+    async with FakeApi(token=TOKEN) as api:
         yield api
-    finally:
-        await api.stop()
 
 
 @pytest.fixture
@@ -68,12 +64,8 @@ def scratch_ca() -> ScratchCA:
 
 @pytest.fixture
 async def fake_tls(scratch_ca: ScratchCA) -> AsyncIterator[FakeApi]:
-    api = FakeApi(token=TOKEN, ssl_context=scratch_ca.server_context())
-    await api.start()
-    try:
+    async with FakeApi(token=TOKEN, ssl_context=scratch_ca.server_context()) as api:
         yield api
-    finally:
-        await api.stop()
 
 
 @pytest.fixture

@@ -56,20 +56,21 @@ class StoryNotifier:
         return next((m for m in self.messages if m.stage is Stage.OPENED and m.key.startswith("gpu/")), None)
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[FakeApi]:
-    fake = FakeApi()
-    await fake.start()
+def _gpu_cluster(fake: FakeApi) -> None:
+    """Two GPU nodes (so this one is not the last) and a GPU pod on this one."""
     fake.put("nodes", gpu_node_obj(NODE))
     fake.put("nodes", gpu_node_obj(OTHER))
     fake.put(
         "pods", pod_obj("triton-5d8f-abcde", namespace="apps", gpus=1, owner=("ReplicaSet", "triton-5d8f"))
     )
-    fake.put("pods", pod_obj("csv-worker-1", namespace="apps", owner=("ReplicaSet", "csv")))
-    try:
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeApi]:
+    async with FakeApi() as fake:
+        _gpu_cluster(fake)
+        fake.put("pods", pod_obj("csv-worker-1", namespace="apps", owner=("ReplicaSet", "csv")))
         yield fake
-    finally:
-        await fake.stop()
 
 
 def writes_to_api(api: FakeApi) -> list[str]:
@@ -217,17 +218,10 @@ async def _opened_story(api: FakeApi, tmp_path: Path, *, dry_run: bool) -> dict[
 async def test_the_shadow_alert_tells_the_live_story(tmp_path: Path) -> None:
     told = {}
     for dry_run in (False, True):
-        fake = FakeApi()
-        await fake.start()
-        try:
-            fake.put("nodes", gpu_node_obj(NODE))
-            fake.put("nodes", gpu_node_obj(OTHER))
-            pod = pod_obj("triton-5d8f-abcde", namespace="apps", gpus=1, owner=("ReplicaSet", "triton-5d8f"))
-            fake.put("pods", pod)
+        async with FakeApi() as fake:
+            _gpu_cluster(fake)
             told[dry_run] = await _opened_story(fake, tmp_path, dry_run=dry_run)
             assert bool(writes_to_api(fake)) is not dry_run
-        finally:
-            await fake.stop()
     assert told[True] == told[False]
     assert told[True]["did"] == [
         "cordoned calypso",

@@ -63,12 +63,8 @@ def pod_obj(
 
 @pytest.fixture
 async def api() -> AsyncIterator[FakeApi]:
-    fake = FakeApi()
-    await fake.start()
-    try:
+    async with FakeApi() as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 def node(api: FakeApi) -> dict[str, Any]:
